@@ -1,0 +1,41 @@
+//! `x-request-id`: taken from the request or generated, echoed in the
+//! response, recorded in the request's log span and in error envelopes.
+
+use axum::{extract::Request, http::HeaderValue, middleware::Next, response::Response};
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Header name.
+pub const HEADER: &str = "x-request-id";
+
+/// The current request's id (empty outside a request).
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Middleware: assigns the id and runs the rest of the stack inside its scope.
+pub async fn assign(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(HEADER, v);
+    }
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(req), span),
+        )
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, v);
+    }
+    response
+}

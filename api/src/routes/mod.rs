@@ -1,0 +1,74 @@
+//! HTTP routes.
+
+mod batches;
+mod health;
+mod jobs;
+
+use axum::{
+    Router,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+
+use crate::{
+    error::{ApiError, codes},
+    state::AppState,
+};
+
+pub use batches::*;
+pub use health::*;
+pub use jobs::*;
+
+/// Routes with the default body limit.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/api/v1/batches/{batch_id}", get(batches::get_batch))
+        .route("/api/v1/batches/{batch_id}/items", get(batches::list_items))
+        .route(
+            "/api/v1/batches/{batch_id}/cancel",
+            post(batches::cancel_batch),
+        )
+        .route("/api/v1/jobs/{job_id}", get(jobs::get_job))
+        .route("/api/v1/jobs/{job_id}/retry", post(jobs::retry_job))
+        .route("/api/v1/queues", get(jobs::list_queues))
+        .route("/api/v1/queues/{queue}/dead", get(jobs::list_dead))
+}
+
+/// Batch submission routes (their own, larger body limit).
+pub fn batch_routes() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/nodes/poot/batch-validate",
+        post(batches::batch_validate),
+    )
+}
+
+/// Unknown route: 404 in the error envelope.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found(codes::NOT_FOUND, "no such route")
+}
+
+/// A panicking handler answers 500 in the envelope (and is logged), never a dropped connection.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("handler panicked").into_response()
+}
+
+/// `lucid-api healthcheck`: exit 0 when the local API is ready.
+pub async fn probe(port: u16) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "not ready"
+    );
+    let _ = StatusCode::OK;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Building and running the API server.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, extract::DefaultBodyLimit, middleware};
+use lucid_jobs::{config::Settings, handlers::JobContext, queue::Queue, storage::Db};
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+use crate::{request_id, routes, state::AppState};
+
+/// Default body limit of ordinary endpoints.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Body limit of batch endpoints (100,000 items).
+pub const BATCH_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// A built API server: connected and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects to the stores and binds `LUCID_NODE_API_HOST:LUCID_NODE_API_PORT` (port 0 = any).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let queue = Queue::connect(settings.redis_url.expose_secret(), settings.queue())
+            .await
+            .context("connect to Redis (LUCID_REDIS_URL)")?;
+        let db = Db::connect(
+            settings.mongodb_url.expose_secret(),
+            &settings.database_name,
+        )
+        .await
+        .context("connect to MongoDB (LUCID_MONGODB_URL)")?;
+        db.ensure_indexes()
+            .await
+            .context("create MongoDB indexes (LUCID_MONGODB_URL)")?;
+        let pg = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(settings.postgres_url.expose_secret())
+            .context("parse LUCID_POSTGRES_URL")?;
+        let listener = TcpListener::bind((settings.node_api_host.as_str(), settings.node_api_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "bind {}:{} (LUCID_NODE_API_HOST/LUCID_NODE_API_PORT)",
+                    settings.node_api_host, settings.node_api_port
+                )
+            })?;
+        let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let state = AppState {
+            jobs: JobContext::new(db, queue, Arc::new(settings)),
+            pg,
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+            grace,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `stop` is cancelled, then drains in-flight requests.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let drain = stop.clone();
+        let serve = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { drain.cancelled().await });
+        tokio::select! {
+            r = serve => r.context("serve HTTP"),
+            () = async { stop.cancelled().await; tokio::time::sleep(self.grace).await } => {
+                tracing::warn!("drain grace period over; closing remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The full router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let batch = routes::batch_routes().layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT));
+    Router::new()
+        .merge(routes::routes().layer(DefaultBodyLimit::max(BODY_LIMIT)))
+        .merge(batch)
+        .merge(crate::openapi::routes())
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(routes::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(request_id::assign))
+}

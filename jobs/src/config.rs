@@ -1,0 +1,275 @@
+//! Layered configuration: built-in defaults, then an optional TOML file
+//! (`LUCID_CONFIG_FILE`), then `LUCID_*` environment variables.
+//!
+//! Every value is validated once at start-up ([`Settings::load`]); errors name
+//! the environment variable to fix. Connection strings and secrets are
+//! [`SecretString`]s so they never end up in logs.
+
+use std::time::Duration;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable could not be parsed into its type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A variable parsed but its value is not acceptable.
+    #[error("invalid value for {var}: {reason}")]
+    Invalid {
+        /// The environment variable that holds the bad value.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// All settings of the platform; each process reads the part it needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `LUCID_NODE_API_HOST`: interface the API binds to.
+    pub node_api_host: String,
+    /// `LUCID_NODE_API_PORT`: API port (0 picks a free port).
+    pub node_api_port: u16,
+    /// `LUCID_MONGODB_URL`
+    pub mongodb_url: SecretString,
+    /// `LUCID_DATABASE_NAME`: MongoDB database.
+    pub database_name: String,
+    /// `LUCID_REDIS_URL`
+    pub redis_url: SecretString,
+    /// `LUCID_POSTGRES_URL`: the payout ledger.
+    pub postgres_url: SecretString,
+    /// `LUCID_LOG_LEVEL`: a `tracing` filter such as `info` or `lucid_jobs=debug,info`.
+    pub log_level: String,
+    /// `LUCID_LOG_FORMAT`: `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// `LUCID_JWT_SECRET`: HS256 signing secret (used from issue 7 on).
+    pub jwt_secret: Option<SecretString>,
+    /// `LUCID_QUEUE_PREFIX`: prefix of every Redis key the queue writes.
+    pub queue_prefix: String,
+    /// `LUCID_WORKER_NAME`: overrides the generated `hostname-xxxxxx` worker name.
+    pub worker_name: Option<String>,
+    /// `LUCID_WORKER_CONCURRENCY`: jobs run at once per queue per worker process.
+    pub worker_concurrency: usize,
+    /// `LUCID_WORKER_HEALTH_HOST` / `LUCID_WORKER_HEALTH_PORT`: the worker's health server.
+    pub worker_health_host: String,
+    /// See `worker_health_host`; 0 picks a free port.
+    pub worker_health_port: u16,
+    /// `LUCID_VISIBILITY_TIMEOUT_MS`: a running job whose lease is not renewed
+    /// for this long is given to another worker.
+    pub visibility_timeout_ms: u64,
+    /// `LUCID_JOB_MAX_ATTEMPTS`: default attempts before a job is dead.
+    pub job_max_attempts: u32,
+    /// `LUCID_JOB_RETENTION_SECS`: how long finished job records are kept.
+    pub job_retention_secs: u64,
+    /// `LUCID_RETRY_BACKOFF_BASE_MS`: first retry delay; doubles per attempt.
+    pub retry_backoff_base_ms: u64,
+    /// `LUCID_RETRY_BACKOFF_MAX_MS`: retry delay cap.
+    pub retry_backoff_max_ms: u64,
+    /// `LUCID_QUEUE_POLL_INTERVAL_MS`: fallback poll when no wake-up arrives.
+    pub queue_poll_interval_ms: u64,
+    /// `LUCID_BATCH_CHUNK_SIZE`: items per chunk job.
+    pub batch_chunk_size: usize,
+    /// `LUCID_BATCH_MAX_ITEMS`: items accepted in one batch.
+    pub batch_max_items: usize,
+    /// `LUCID_MAX_OUTPUT_BYTES`: largest decoded `output_data` of one item.
+    pub max_output_bytes: usize,
+    /// `LUCID_SHUTDOWN_GRACE_SECS`: how long a stopping process waits for running work.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_api_host: "0.0.0.0".into(),
+            node_api_port: 8095,
+            mongodb_url: "mongodb://127.0.0.1:27017".into(),
+            database_name: "lucid".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            postgres_url: "postgres://postgres@127.0.0.1:5432/lucid".into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Pretty,
+            jwt_secret: None,
+            queue_prefix: "lucid".into(),
+            worker_name: None,
+            worker_concurrency: 8,
+            worker_health_host: "0.0.0.0".into(),
+            worker_health_port: 8096,
+            visibility_timeout_ms: 30_000,
+            job_max_attempts: 5,
+            job_retention_secs: 7 * 24 * 3600,
+            retry_backoff_base_ms: 1_000,
+            retry_backoff_max_ms: 5 * 60 * 1_000,
+            queue_poll_interval_ms: 1_000,
+            batch_chunk_size: 500,
+            batch_max_items: 100_000,
+            max_output_bytes: 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `LUCID_CONFIG_FILE` if set, then `LUCID_*` variables, and validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Ok(path) = std::env::var("LUCID_CONFIG_FILE") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("LUCID_").ignore(&["config_file"]))
+            .extract()
+            .map_err(|e| {
+                let var = e
+                    .path
+                    .first()
+                    .map(|k| format!("LUCID_{}", k.to_uppercase()))
+                    .unwrap_or_default();
+                ConfigError::Parse(format!("{var}: {}", e.kind))
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and URL schemes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                var,
+                reason: reason.into(),
+            }
+        }
+        let scheme_ok = |url: &SecretString, schemes: &[&str]| {
+            let url = url.expose_secret();
+            schemes.iter().any(|s| url.starts_with(s))
+        };
+        if !scheme_ok(&self.mongodb_url, &["mongodb://", "mongodb+srv://"]) {
+            return Err(invalid(
+                "LUCID_MONGODB_URL",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        if !scheme_ok(&self.redis_url, &["redis://", "rediss://", "unix://"]) {
+            return Err(invalid(
+                "LUCID_REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if !scheme_ok(&self.postgres_url, &["postgres://", "postgresql://"]) {
+            return Err(invalid("LUCID_POSTGRES_URL", "must start with postgres://"));
+        }
+        if self.database_name.is_empty() || self.database_name.contains(['/', '.', ' ', '$']) {
+            return Err(invalid(
+                "LUCID_DATABASE_NAME",
+                "must be a non-empty name without / . $ or spaces",
+            ));
+        }
+        if self.queue_prefix.is_empty() || self.queue_prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "LUCID_QUEUE_PREFIX",
+                "must be non-empty, without spaces",
+            ));
+        }
+        if !(1..=1024).contains(&self.worker_concurrency) {
+            return Err(invalid("LUCID_WORKER_CONCURRENCY", "must be 1..=1024"));
+        }
+        if self.visibility_timeout_ms < 300 {
+            return Err(invalid(
+                "LUCID_VISIBILITY_TIMEOUT_MS",
+                "must be at least 300",
+            ));
+        }
+        if !(1..=100).contains(&self.job_max_attempts) {
+            return Err(invalid("LUCID_JOB_MAX_ATTEMPTS", "must be 1..=100"));
+        }
+        if self.job_retention_secs == 0 {
+            return Err(invalid("LUCID_JOB_RETENTION_SECS", "must be positive"));
+        }
+        if self.retry_backoff_base_ms == 0 || self.retry_backoff_max_ms < self.retry_backoff_base_ms
+        {
+            return Err(invalid(
+                "LUCID_RETRY_BACKOFF_MAX_MS",
+                "must be >= LUCID_RETRY_BACKOFF_BASE_MS > 0",
+            ));
+        }
+        if !(1..=60_000).contains(&self.queue_poll_interval_ms) {
+            return Err(invalid("LUCID_QUEUE_POLL_INTERVAL_MS", "must be 1..=60000"));
+        }
+        if !(1..=10_000).contains(&self.batch_chunk_size) {
+            return Err(invalid("LUCID_BATCH_CHUNK_SIZE", "must be 1..=10000"));
+        }
+        if !(1..=1_000_000).contains(&self.batch_max_items) {
+            return Err(invalid("LUCID_BATCH_MAX_ITEMS", "must be 1..=1000000"));
+        }
+        if self.max_output_bytes == 0 {
+            return Err(invalid("LUCID_MAX_OUTPUT_BYTES", "must be positive"));
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose_secret().len() < 32
+        {
+            return Err(invalid("LUCID_JWT_SECRET", "must be at least 32 bytes"));
+        }
+        Ok(())
+    }
+
+    /// The queue settings derived from these settings.
+    pub fn queue(&self) -> crate::queue::QueueConfig {
+        crate::queue::QueueConfig {
+            prefix: self.queue_prefix.clone(),
+            visibility_timeout: Duration::from_millis(self.visibility_timeout_ms),
+            max_attempts: self.job_max_attempts,
+            retention: Duration::from_secs(self.job_retention_secs),
+            backoff_base: Duration::from_millis(self.retry_backoff_base_ms),
+            backoff_max: Duration::from_millis(self.retry_backoff_max_ms),
+            poll_interval: Duration::from_millis(self.queue_poll_interval_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_use_port_8095() {
+        let s = Settings::default();
+        s.validate().expect("defaults validate");
+        assert_eq!(s.node_api_port, 8095);
+    }
+
+    #[test]
+    fn a_bad_url_names_its_variable() {
+        let s = Settings {
+            redis_url: "http://x".into(),
+            ..Settings::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("LUCID_REDIS_URL"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let s = Settings {
+            postgres_url: "postgres://u:hunter2@h/db".into(),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

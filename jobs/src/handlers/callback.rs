@@ -1,0 +1,62 @@
+//! Batch completion callbacks: POST the final batch status to the batch's
+//! `callback_url`, retried by the queue, delivered at most once per batch.
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::JobContext;
+use crate::queue::JobLease;
+
+/// Stable job name.
+pub const JOB_NAME: &str = "batch.callback";
+
+/// Payload of a `callbacks` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "version")]
+pub enum CallbackJob {
+    /// Deliver a batch's final status.
+    #[serde(rename = "v1")]
+    V1 {
+        /// Batch id.
+        batch_id: String,
+        /// Target URL.
+        url: String,
+    },
+}
+
+/// Delivers the callback unless it was already delivered. The request
+/// carries `Idempotency-Key: <batch_id>` so a receiver can drop the rare
+/// duplicate caused by a worker dying between the POST and recording it.
+#[tracing::instrument(skip(ctx, job), fields(job_id = %lease.job_id))]
+pub async fn deliver_callback(
+    ctx: &JobContext,
+    job: CallbackJob,
+    lease: &JobLease,
+) -> anyhow::Result<()> {
+    let CallbackJob::V1 { batch_id, url } = job;
+    let Some(batch) = ctx.batches.get(&batch_id).await.context("load batch")? else {
+        return Ok(());
+    };
+    if batch.callback_delivered_at.is_some() {
+        return Ok(());
+    }
+    let view = ctx.batches.view(&batch).await.context("batch view")?;
+    let response = ctx
+        .http
+        .post(&url)
+        .header("Idempotency-Key", &batch_id)
+        .json(&view)
+        .send()
+        .await
+        .context("callback request")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "callback answered {}",
+        response.status()
+    );
+    ctx.batches
+        .mark_callback_delivered(&batch_id)
+        .await
+        .context("record delivery")?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Job handlers and what they share.
+
+mod callback;
+
+pub use callback::{CallbackJob, deliver_callback};
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::{
+    batch::{BatchRecord, BatchRepo},
+    config::Settings,
+    queue::{CALLBACKS_QUEUE, EnqueueOptions, NewJob, Queue},
+    storage::Db,
+};
+
+/// What every handler (and the API's submission path) needs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// MongoDB.
+    pub db: Db,
+    /// The queue.
+    pub queue: Queue,
+    /// Batch repository.
+    pub batches: BatchRepo,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// HTTP client for callbacks.
+    pub http: reqwest::Client,
+}
+
+impl JobContext {
+    /// Builds the context from its connections.
+    pub fn new(db: Db, queue: Queue, settings: Arc<Settings>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            batches: BatchRepo::new(&db),
+            db,
+            queue,
+            settings,
+            http,
+        }
+    }
+}
+
+/// Finalizes a batch whose chunks have all finished and, if this call made
+/// the transition and the batch has a callback, enqueues its delivery (one
+/// job per batch: the job id is deterministic).
+pub async fn finalize_batch(ctx: &JobContext, batch: &BatchRecord) -> anyhow::Result<()> {
+    let Some(status) = ctx
+        .batches
+        .finalize_if_done(&batch.batch_id)
+        .await
+        .context("finalize batch")?
+    else {
+        return Ok(());
+    };
+    tracing::info!(batch_id = %batch.batch_id, status = status.as_str(), "batch finished");
+    if let Some(url) = &batch.callback_url {
+        let job = CallbackJob::V1 {
+            batch_id: batch.batch_id.clone(),
+            url: url.clone(),
+        };
+        ctx.queue
+            .enqueue(
+                CALLBACKS_QUEUE,
+                NewJob {
+                    kind: callback::JOB_NAME.into(),
+                    payload: serde_json::to_string(&job).context("serialize callback")?,
+                    options: EnqueueOptions {
+                        job_id: Some(format!("callback-{}", batch.batch_id)),
+                        batch_id: Some(batch.batch_id.clone()),
+                        ..EnqueueOptions::default()
+                    },
+                },
+            )
+            .await
+            .context("enqueue callback")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! PoOT batch validation: the chunk job and the per-item check.
+//!
+//! For now an item is valid when its node exists and its `output_data` is
+//! base64 of at most `max_output_bytes`; the result records
+//! `output_hash = sha256(decoded)`. Issue 4 replaces this with PoOT scoring.
+
+mod chunk;
+mod item;
+
+pub use chunk::{BATCH_KIND, JOB_NAME, PootValidationJob, run_chunk, submit_batch};
+pub use item::*;

@@ -1,0 +1,128 @@
+//! MongoDB access: the connection and the collections with their indexes.
+//!
+//! Only standard MongoDB 7 features are used (the local SecantusDB surrogate
+//! and production's replica set both accept them).
+
+use mongodb::{
+    Client, Collection, Database, IndexModel,
+    bson::{Document, doc},
+    options::IndexOptions,
+};
+
+/// Collection names.
+pub mod collections {
+    /// Nodes (`_id` = node_id).
+    pub const NODES: &str = "nodes";
+    /// Batch records (`_id` = batch_id).
+    pub const BATCHES: &str = "batches";
+    /// Per-item PoOT validation results (`_id` = `{batch_id}:{index}`).
+    pub const POOT_VALIDATIONS: &str = "poot_validations";
+    /// Results of finished jobs (`_id` = job_id), kept beyond the queue's retention.
+    pub const JOBS: &str = "jobs";
+}
+
+/// A storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The driver reported an error (its text is for logs, never for clients).
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A document could not be (de)serialized.
+    #[error("bson: {0}")]
+    Bson(String),
+}
+
+impl From<mongodb::bson::ser::Error> for StorageError {
+    fn from(e: mongodb::bson::ser::Error) -> Self {
+        Self::Bson(e.to_string())
+    }
+}
+impl From<mongodb::bson::de::Error> for StorageError {
+    fn from(e: mongodb::bson::de::Error) -> Self {
+        Self::Bson(e.to_string())
+    }
+}
+
+/// Handle on the platform's MongoDB database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    db: Database,
+}
+
+impl Db {
+    /// Connects (lazily: the driver connects on first use) to `database`.
+    pub async fn connect(url: &str, database: &str) -> Result<Self, StorageError> {
+        let client = Client::with_uri_str(url).await?;
+        Ok(Self {
+            db: client.database(database),
+        })
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A typed collection.
+    pub fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
+        self.db.collection(name)
+    }
+
+    /// Checks the connection (readiness probes).
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    /// Creates the indexes the queries need; safe to run on every start.
+    pub async fn ensure_indexes(&self) -> Result<(), StorageError> {
+        let index = |keys: Document| IndexModel::builder().keys(keys).build();
+        let validations = self.collection::<Document>(collections::POOT_VALIDATIONS);
+        validations
+            .create_index(index(doc! { "batch_id": 1, "item_index": 1 }))
+            .await?;
+        validations
+            .create_index(index(doc! { "batch_id": 1, "status": 1, "item_index": 1 }))
+            .await?;
+        validations
+            .create_index(index(doc! { "batch_id": 1, "chunk_index": 1 }))
+            .await?;
+        validations
+            .create_index(index(doc! { "node_id": 1, "validated_at": -1 }))
+            .await?;
+        let jobs = self.collection::<Document>(collections::JOBS);
+        jobs.create_index(index(doc! { "batch_id": 1, "chunk_index": 1 }))
+            .await?;
+        let batches = self.collection::<Document>(collections::BATCHES);
+        batches
+            .create_index(index(doc! { "created_at": -1 }))
+            .await?;
+        let nodes = self.collection::<Document>(collections::NODES);
+        nodes
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "node_type": 1 })
+                    .options(IndexOptions::builder().build())
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether a write failed only because the document already exists
+/// (duplicate key, code 11000): the idempotent "already done" case.
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(m) => {
+            m.write_concern_error.is_none()
+                && m.write_errors
+                    .as_ref()
+                    .is_some_and(|errs| errs.iter().all(|w| w.code == 11000))
+        }
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}
