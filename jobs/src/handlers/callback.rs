@@ -27,7 +27,7 @@ pub enum CallbackJob {
 /// Delivers the callback unless it was already delivered. The request
 /// carries `Idempotency-Key: <batch_id>` so a receiver can drop the rare
 /// duplicate caused by a worker dying between the POST and recording it.
-#[tracing::instrument(skip(ctx, job), fields(job_id = %lease.job_id))]
+#[tracing::instrument(skip(ctx, job, lease), fields(job_id = %lease.job_id))]
 pub async fn deliver_callback(
     ctx: &JobContext,
     job: CallbackJob,

@@ -96,7 +96,7 @@ pub async fn submit_batch(
 /// Runs one chunk: checks every item, writes each result once (deterministic
 /// `_id`, duplicates ignored), then the chunk summary, then finalizes the
 /// batch if this was its last chunk.
-#[tracing::instrument(skip(ctx, job), fields(job_id = %lease.job_id, attempt = lease.attempt))]
+#[tracing::instrument(skip(ctx, job, lease), fields(job_id = %lease.job_id, attempt = lease.attempt))]
 pub async fn run_chunk(
     ctx: &JobContext,
     job: PootValidationJob,

@@ -339,6 +339,20 @@ impl Queue {
         Ok(Some(job_state(job_id, &h)?))
     }
 
+    /// Jobs currently leased in `queue`, with the worker holding each.
+    pub async fn running_jobs(&self, queue: &str) -> Result<Vec<(String, String)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.zrange(self.qkey(queue, "inflight"), 0, -1).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let worker: Option<String> = conn
+                .hget(format!("{}{id}", self.job_prefix()), "worker")
+                .await?;
+            out.push((id, worker.unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
     /// Counts of one queue.
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts, QueueError> {
         let mut conn = self.conn.clone();
@@ -386,6 +400,34 @@ impl Queue {
             }
         }
         Ok((total, out))
+    }
+
+    /// Deletes every key under `prefix` (test clean-up; never used on a live prefix).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                deleted += keys.len() as u64;
+                let _: () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// Registers or refreshes a worker process (heartbeat).

@@ -1,0 +1,1 @@
+//! Batch submission, status polling and the queue endpoints over HTTP.

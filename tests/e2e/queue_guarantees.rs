@@ -1,0 +1,1 @@
+//! The queue guarantees, each against real Redis.
