@@ -52,7 +52,7 @@ ensure_redis() {
 pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; }
 
 pg_psql() {
-  PGCONNECT_TIMEOUT=5 psql -X -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"
+  PGCONNECT_TIMEOUT=5 psql -X -w -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"
 }
 
 # Newest installed cluster version, e.g. "15".
@@ -123,7 +123,7 @@ ensure_postgres() {
       ok "database $db exists"
     else
       info "createdb $db"
-      createdb -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$db" || die "createdb $db failed"
+      createdb -w -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$db" || die "createdb $db failed"
       ok "database $db created"
     fi
   done
@@ -143,7 +143,9 @@ ensure_secantus_venv() {
     return 0
   fi
   command -v python3 >/dev/null || apt_install python3 python3-venv
-  if [[ ! -x "$VENV_MONGO/bin/pip" ]]; then
+  # A venv whose interpreter no longer runs (its base Python was removed or
+  # upgraded) is rebuilt.
+  if [[ ! -x "$VENV_MONGO/bin/pip" ]] || ! "$VENV_MONGO/bin/python" -c 'pass' 2>/dev/null; then
     info "python3 -m venv ${VENV_MONGO#"$LUCID_ROOT"/}"
     rm -rf "$VENV_MONGO"
     if ! python3 -m venv "$VENV_MONGO" >/dev/null 2>&1; then
