@@ -1,0 +1,123 @@
+//! `bench`: measures the platform's speed targets against a baseline in the
+//! same run. Run with `cargo run --release -p lucid-e2e --bin bench`.
+//!
+//! `submit`: time for `POST /api/v1/nodes/poot/batch-validate` with 10,000
+//! items to answer 202 (target: 200 ms), against the baseline of enqueueing
+//! the same chunk payloads straight into Redis (the queue's own cost).
+//! Needs Redis, MongoDB and PostgreSQL on their local default ports.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use lucid_jobs::{
+    config::Settings,
+    poot::{JOB_NAME, PootValidationJob, ValidationItem},
+    queue::{EnqueueOptions, NewJob, Queue},
+};
+use secrecy::ExposeSecret;
+
+const ITEMS: usize = 10_000;
+const RUNS: usize = 15;
+
+fn items() -> Vec<ValidationItem> {
+    (0..ITEMS)
+        .map(|i| ValidationItem {
+            node_id: format!("node_bench_{}", i % 1000),
+            output_data: "cHJvb2Ygb2Ygb3BlcmF0aW9uYWwgdGFza3MgLSBiZW5jaG1hcms=".into(),
+            timestamp: chrono::Utc::now(),
+            nonce: format!("nonce-{i}"),
+        })
+        .collect()
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let idx = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[idx]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let settings = Settings {
+        node_api_host: "127.0.0.1".into(),
+        node_api_port: 0,
+        database_name: format!("bench_{}", &id[..8]),
+        queue_prefix: format!("bench_{}", &id[..8]),
+        log_level: "error".into(),
+        ..Settings::default()
+    };
+    let api = lucid_api::Application::build(settings.clone())
+        .await
+        .context("build API")?;
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/nodes/poot/batch-validate",
+        api.port()
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(api.run_until_stopped(stop.clone()));
+    let queue = Queue::connect(settings.redis_url.expose_secret(), settings.queue()).await?;
+
+    let items = items();
+    let body = serde_json::to_vec(&serde_json::json!({ "validations": items }))?;
+    let client = reqwest::Client::new();
+    let (mut api_times, mut base_times) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let t = Instant::now();
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 202, "submit answered {}", r.status());
+        api_times.push(t.elapsed());
+
+        // Baseline: the same chunk payloads pushed straight into the queue.
+        let t = Instant::now();
+        let jobs = items
+            .chunks(settings.batch_chunk_size)
+            .enumerate()
+            .map(|(i, c)| {
+                let payload = PootValidationJob::ChunkV1 {
+                    batch_id: format!("baseline-{run}"),
+                    chunk_index: i as u64,
+                    first_index: 0,
+                    items: c.to_vec(),
+                };
+                Ok(NewJob {
+                    kind: JOB_NAME.into(),
+                    payload: serde_json::to_string(&payload)?,
+                    options: EnqueueOptions {
+                        job_id: Some(format!("baseline-{run}-{i}")),
+                        ..Default::default()
+                    },
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        queue.enqueue_many("bench-baseline", jobs).await?;
+        base_times.push(t.elapsed());
+    }
+    let (a50, a99) = (
+        percentile(&mut api_times, 0.5),
+        percentile(&mut api_times, 0.99),
+    );
+    let (b50, b99) = (
+        percentile(&mut base_times, 0.5),
+        percentile(&mut base_times, 0.99),
+    );
+    println!(
+        "submit of {ITEMS} items over HTTP ({RUNS} runs): p50 {a50:?}, max {a99:?} (target: 202 within 200 ms)"
+    );
+    println!("baseline, same chunks straight into Redis:   p50 {b50:?}, max {b99:?}");
+    println!(
+        "ratio api/baseline (p50): {:.2}",
+        a50.as_secs_f64() / b50.as_secs_f64()
+    );
+    println!("target met: {}", a99 <= Duration::from_millis(200));
+    stop.cancel();
+    queue.delete_prefix(&settings.queue_prefix).await?;
+    let mongo = mongodb::Client::with_uri_str(settings.mongodb_url.expose_secret()).await?;
+    mongo.database(&settings.database_name).drop().await?;
+    Ok(())
+}
