@@ -35,6 +35,18 @@ pub mod codes {
     pub const INTERNAL: &str = "LUCID_ERR_5000";
     /// Node not found.
     pub const NODE_NOT_FOUND: &str = "LUCID_ERR_5001";
+    /// Pool not found.
+    pub const POOL_NOT_FOUND: &str = "LUCID_ERR_5002";
+    /// The node's status does not allow the operation.
+    pub const INVALID_NODE_STATUS: &str = "LUCID_ERR_5003";
+    /// A resource limit would be exceeded.
+    pub const RESOURCE_LIMIT_EXCEEDED: &str = "LUCID_ERR_5004";
+    /// A node with this id exists.
+    pub const NODE_EXISTS: &str = "LUCID_ERR_5007";
+    /// A pool with this id exists.
+    pub const POOL_EXISTS: &str = "LUCID_ERR_5008";
+    /// The allocation is not possible (full pool, node in another pool, ...).
+    pub const INVALID_ALLOCATION: &str = "LUCID_ERR_5009";
     /// Batch operation failed.
     pub const BATCH_FAILED: &str = "LUCID_ERR_5010";
     /// A dependency (Redis, MongoDB, PostgreSQL) is unavailable.
@@ -163,6 +175,16 @@ impl IntoResponse for ApiError {
             },
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<lucid_jobs::domain::ValidationErrors> for ApiError {
+    fn from(e: lucid_jobs::domain::ValidationErrors) -> Self {
+        Self::validation(
+            e.0.into_iter()
+                .map(|(field, message)| FieldError { field, message })
+                .collect(),
+        )
     }
 }
 

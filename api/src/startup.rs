@@ -55,6 +55,8 @@ impl Application {
             })?;
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let state = AppState {
+            nodes: lucid_jobs::storage::nodes::NodeRepo::new(&db),
+            pools: lucid_jobs::storage::pools::PoolRepo::new(&db),
             jobs: JobContext::new(db, queue, Arc::new(settings)),
             pg,
         };

@@ -1,6 +1,9 @@
 //! Shared request state.
 
-use lucid_jobs::handlers::JobContext;
+use lucid_jobs::{
+    handlers::JobContext,
+    storage::{nodes::NodeRepo, pools::PoolRepo},
+};
 use sqlx::PgPool;
 
 /// What handlers share; cheap to clone.
@@ -8,6 +11,10 @@ use sqlx::PgPool;
 pub struct AppState {
     /// MongoDB, queue, batches and settings.
     pub jobs: JobContext,
+    /// Nodes.
+    pub nodes: NodeRepo,
+    /// Node pools.
+    pub pools: PoolRepo,
     /// The PostgreSQL ledger pool (connects lazily).
     pub pg: PgPool,
 }

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod domain;
 pub mod handlers;
 pub mod poot;
 pub mod queue;

@@ -3,6 +3,8 @@
 mod batches;
 mod health;
 mod jobs;
+mod nodes;
+mod pools;
 
 use axum::{
     Router,
@@ -19,6 +21,8 @@ use crate::{
 pub use batches::*;
 pub use health::*;
 pub use jobs::*;
+pub use nodes::*;
+pub use pools::*;
 
 /// Routes with the default body limit.
 pub fn routes() -> Router<AppState> {
@@ -36,6 +40,45 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/jobs/{job_id}/retry", post(jobs::retry_job))
         .route("/api/v1/queues", get(jobs::list_queues))
         .route("/api/v1/queues/{queue}/dead", get(jobs::list_dead))
+        .route(
+            "/api/v1/nodes",
+            get(nodes::list_nodes).post(nodes::create_node),
+        )
+        .route(
+            "/api/v1/nodes/",
+            get(nodes::list_nodes).post(nodes::create_node),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}",
+            get(nodes::get_node)
+                .put(nodes::update_node)
+                .delete(nodes::delete_node),
+        )
+        .route("/api/v1/nodes/{node_id}/start", post(nodes::start_node))
+        .route("/api/v1/nodes/{node_id}/stop", post(nodes::stop_node))
+        .route("/api/v1/nodes/{node_id}/status", get(nodes::node_status))
+        .route(
+            "/api/v1/nodes/pools",
+            get(pools::list_pools).post(pools::create_pool),
+        )
+        .route(
+            "/api/v1/nodes/pools/",
+            get(pools::list_pools).post(pools::create_pool),
+        )
+        .route(
+            "/api/v1/nodes/pools/{pool_id}",
+            get(pools::get_pool)
+                .put(pools::update_pool)
+                .delete(pools::delete_pool),
+        )
+        .route(
+            "/api/v1/nodes/pools/{pool_id}/nodes",
+            post(pools::add_pool_node),
+        )
+        .route(
+            "/api/v1/nodes/pools/{pool_id}/nodes/{node_id}",
+            axum::routing::delete(pools::remove_pool_node),
+        )
 }
 
 /// Batch submission routes (their own, larger body limit).

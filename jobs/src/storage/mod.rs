@@ -3,16 +3,20 @@
 //! Only standard MongoDB 7 features are used (the local SecantusDB surrogate
 //! and production's replica set both accept them).
 
+pub mod nodes;
+pub mod pools;
+
 use mongodb::{
     Client, Collection, Database, IndexModel,
     bson::{Document, doc},
-    options::IndexOptions,
 };
 
 /// Collection names.
 pub mod collections {
     /// Nodes (`_id` = node_id).
     pub const NODES: &str = "nodes";
+    /// Node pools (`_id` = pool_id).
+    pub const POOLS: &str = "node_pools";
     /// Batch records (`_id` = batch_id).
     pub const BATCHES: &str = "batches";
     /// Per-item PoOT validation results (`_id` = `{batch_id}:{index}`).
@@ -99,12 +103,17 @@ impl Db {
             .await?;
         let nodes = self.collection::<Document>(collections::NODES);
         nodes
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "status": 1, "node_type": 1 })
-                    .options(IndexOptions::builder().build())
-                    .build(),
-            )
+            .create_index(index(doc! { "status": 1, "node_type": 1, "created_at": 1 }))
+            .await?;
+        nodes
+            .create_index(index(doc! { "pool_id": 1, "created_at": 1 }))
+            .await?;
+        nodes
+            .create_index(index(doc! { "created_at": 1, "_id": 1 }))
+            .await?;
+        let pools = self.collection::<Document>(collections::POOLS);
+        pools
+            .create_index(index(doc! { "created_at": 1, "_id": 1 }))
             .await?;
         Ok(())
     }

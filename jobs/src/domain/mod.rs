@@ -1,0 +1,7 @@
+//! Domain types: validated on construction, shared by the API and the jobs.
+
+pub mod node;
+pub mod pool;
+mod validation;
+
+pub use validation::{Check, ValidationErrors};
