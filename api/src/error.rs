@@ -41,6 +41,8 @@ pub mod codes {
     pub const INVALID_NODE_STATUS: &str = "LUCID_ERR_5003";
     /// A resource limit would be exceeded.
     pub const RESOURCE_LIMIT_EXCEEDED: &str = "LUCID_ERR_5004";
+    /// PoOT validation failed (bad signature, bad output).
+    pub const POOT_VALIDATION_FAILED: &str = "LUCID_ERR_5005";
     /// A node with this id exists.
     pub const NODE_EXISTS: &str = "LUCID_ERR_5007";
     /// A pool with this id exists.

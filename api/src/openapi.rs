@@ -11,7 +11,7 @@ use crate::{error, routes, state::AppState};
 #[openapi(
     info(
         title = "Lucid Node Management API",
-        description = "Nodes, PoOT validation batches, queues and jobs."
+        description = "Nodes, pools, resources, PoOT validation batches, queues and jobs."
     ),
     paths(
         routes::health,
@@ -25,6 +25,23 @@ use crate::{error, routes, state::AppState};
         routes::retry_job,
         routes::list_queues,
         routes::list_dead,
+        routes::list_nodes,
+        routes::create_node,
+        routes::get_node,
+        routes::update_node,
+        routes::delete_node,
+        routes::start_node,
+        routes::stop_node,
+        routes::node_status,
+        routes::list_pools,
+        routes::create_pool,
+        routes::get_pool,
+        routes::update_pool,
+        routes::delete_pool,
+        routes::add_pool_node,
+        routes::remove_pool_node,
+        routes::submit_proofs,
+        routes::calculate,
     ),
     components(schemas(error::ErrorEnvelope, error::ErrorBody, error::FieldError))
 )]

@@ -53,10 +53,15 @@ impl Application {
                     settings.node_api_host, settings.node_api_port
                 )
             })?;
+        let poot = lucid_jobs::poot::repo::PootRepo::new(&db, Default::default());
+        poot.ensure_indexes()
+            .await
+            .context("create PoOT indexes (LUCID_MONGODB_URL)")?;
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let state = AppState {
             nodes: lucid_jobs::storage::nodes::NodeRepo::new(&db),
             pools: lucid_jobs::storage::pools::PoolRepo::new(&db),
+            poot,
             jobs: JobContext::new(db, queue, Arc::new(settings)),
             pg,
         };

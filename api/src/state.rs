@@ -15,6 +15,8 @@ pub struct AppState {
     pub nodes: NodeRepo,
     /// Node pools.
     pub pools: PoolRepo,
+    /// PoOT proofs.
+    pub poot: lucid_jobs::poot::repo::PootRepo,
     /// The PostgreSQL ledger pool (connects lazily).
     pub pg: PgPool,
 }

@@ -5,6 +5,7 @@ mod health;
 mod jobs;
 mod nodes;
 mod pools;
+mod poot;
 
 use axum::{
     Router,
@@ -23,6 +24,7 @@ pub use health::*;
 pub use jobs::*;
 pub use nodes::*;
 pub use pools::*;
+pub use poot::*;
 
 /// Routes with the default body limit.
 pub fn routes() -> Router<AppState> {
@@ -57,6 +59,14 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/nodes/{node_id}/start", post(nodes::start_node))
         .route("/api/v1/nodes/{node_id}/stop", post(nodes::stop_node))
         .route("/api/v1/nodes/{node_id}/status", get(nodes::node_status))
+        .route(
+            "/api/v1/nodes/{node_id}/poot/proofs",
+            post(poot::submit_proofs),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/poot/calculate",
+            post(poot::calculate),
+        )
         .route(
             "/api/v1/nodes/pools",
             get(pools::list_pools).post(pools::create_pool),

@@ -106,6 +106,16 @@ impl From<NodeDoc> for NodeOut {
     }
 }
 
+/// Answer of a node registration: the node and, this once, its proof secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeCreatedOut {
+    /// The node.
+    #[serde(flatten)]
+    pub node: NodeOut,
+    /// Hex secret for signing work proofs (HMAC-SHA256). Shown only here.
+    pub secret: String,
+}
+
 /// A node's status and its recent transitions.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatusOut {
@@ -214,12 +224,12 @@ pub async fn list_nodes(
 
 /// Registers a node.
 #[utoipa::path(post, path = "/api/v1/nodes/", tag = "nodes", request_body = NodeIn,
-    responses((status = 201, body = NodeOut), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+    responses((status = 201, body = NodeCreatedOut), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 #[tracing::instrument(skip(state, body))]
 pub async fn create_node(
     State(state): State<AppState>,
     ValidJson(body): ValidJson<NodeIn>,
-) -> Result<(StatusCode, Json<NodeOut>), ApiError> {
+) -> Result<(StatusCode, Json<NodeCreatedOut>), ApiError> {
     let mut c = Check::new();
     let id = match &body.node_id {
         Some(raw) => match NodeId::parse(raw) {
@@ -252,6 +262,7 @@ pub async fn create_node(
         poot_score: None,
         last_heartbeat: None,
         transitions: Vec::new(),
+        secret: Some(hex::encode(rand::random::<[u8; 32]>())),
         created_at: now,
         updated_at: now,
     };
@@ -261,7 +272,14 @@ pub async fn create_node(
             format!("node {id} already exists"),
         ));
     }
-    Ok((StatusCode::CREATED, Json(doc.into())))
+    let secret = doc.secret.clone().unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(NodeCreatedOut {
+            node: doc.into(),
+            secret,
+        }),
+    ))
 }
 
 /// A node.

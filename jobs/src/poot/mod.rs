@@ -7,6 +7,7 @@
 mod chunk;
 mod item;
 pub mod proof;
+pub mod repo;
 pub mod score;
 
 pub use chunk::{BATCH_KIND, JOB_NAME, PootValidationJob, run_chunk, submit_batch};

@@ -75,7 +75,10 @@ pub fn canonical(value: &Value) -> String {
                 .collect();
             format!("{{{}}}", body.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -91,14 +94,17 @@ pub fn canonical_json(slot: u64, kind: &ProofKind) -> String {
 
 /// Hex HMAC-SHA256 of `message` with `secret`.
 pub fn sign(secret: &str, message: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(message.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
 /// Whether `proof` is signed with `secret` (constant-time comparison).
 pub fn verify(secret: &str, proof: &ProofIn) -> bool {
-    let Ok(given) = hex::decode(&proof.signature) else { return false };
+    let Ok(given) = hex::decode(&proof.signature) else {
+        return false;
+    };
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
         Ok(m) => m,
         Err(_) => return false,
@@ -113,30 +119,60 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
-        let v: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).expect("json");
-        assert_eq!(canonical(&v), r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#);
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).expect("json");
+        assert_eq!(
+            canonical(&v),
+            r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#
+        );
     }
 
     #[test]
     fn the_signed_content_is_stable() {
         let kind = ProofKind::UptimeBeacon { seconds: 120 };
-        assert_eq!(canonical_json(7, &kind), r#"{"slot":7,"type":"uptime_beacon","value":{"seconds":120}}"#);
+        assert_eq!(
+            canonical_json(7, &kind),
+            r#"{"slot":7,"type":"uptime_beacon","value":{"seconds":120}}"#
+        );
     }
 
     #[test]
     fn a_signature_verifies_only_with_the_right_secret_and_content() {
-        let kind = ProofKind::RelayBandwidth { bytes: 10, sessions: 1, duration_seconds: None };
+        let kind = ProofKind::RelayBandwidth {
+            bytes: 10,
+            sessions: 1,
+            duration_seconds: None,
+        };
         let signature = sign("s3cret", &canonical_json(42, &kind));
-        let proof = ProofIn { slot: 42, kind: kind.clone(), signature };
+        let proof = ProofIn {
+            slot: 42,
+            kind: kind.clone(),
+            signature,
+        };
         assert!(verify("s3cret", &proof));
         assert!(!verify("other", &proof));
-        assert!(!verify("s3cret", &ProofIn { slot: 43, ..proof.clone() }));
-        assert!(!verify("s3cret", &ProofIn { signature: "zz".into(), ..proof }));
+        assert!(!verify(
+            "s3cret",
+            &ProofIn {
+                slot: 43,
+                ..proof.clone()
+            }
+        ));
+        assert!(!verify(
+            "s3cret",
+            &ProofIn {
+                signature: "zz".into(),
+                ..proof
+            }
+        ));
     }
 
     #[test]
     fn proofs_parse_from_the_wire_shape() {
         let p: ProofIn = serde_json::from_str(r#"{"slot":1,"type":"storage_availability","value":{"gb":1.5,"chunks":3},"signature":"ab"}"#).expect("parse");
-        assert_eq!(p.kind, ProofKind::StorageAvailability { gb: 1.5, chunks: 3 });
+        assert_eq!(
+            p.kind,
+            ProofKind::StorageAvailability { gb: 1.5, chunks: 3 }
+        );
     }
 }

@@ -40,6 +40,9 @@ pub struct NodeDoc {
     /// Status changes, oldest first.
     #[serde(default)]
     pub transitions: Vec<TransitionDoc>,
+    /// HMAC secret of the node's work proofs (returned once, at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Creation time.
     pub created_at: bson::DateTime,
     /// Last change.
