@@ -23,6 +23,8 @@ pub mod codes {
     pub const BAD_REQUEST: &str = "LUCID_ERR_4000";
     /// Route or resource not found.
     pub const NOT_FOUND: &str = "LUCID_ERR_4040";
+    /// Method not allowed on a known route.
+    pub const METHOD_NOT_ALLOWED: &str = "LUCID_ERR_4050";
     /// State conflict.
     pub const CONFLICT: &str = "LUCID_ERR_4090";
     /// Body too large.
@@ -205,23 +207,44 @@ impl From<lucid_jobs::queue::QueueError> for ApiError {
     }
 }
 
+/// The offending field and message of a JSON body that does not fit its type,
+/// from the deserializer's path (a missing field is named in full).
+fn json_field_error(e: &axum::extract::rejection::JsonDataError) -> FieldError {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(err) = source {
+        if let Some(p) = err.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            let path = p.path().to_string();
+            let inner = p.inner().to_string();
+            let message = inner
+                .split(" at line ")
+                .next()
+                .unwrap_or(&inner)
+                .to_string();
+            let parent = if path == "." { String::new() } else { path };
+            let field = match message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
+                Some(missing) if parent.is_empty() => missing.to_string(),
+                Some(missing) => format!("{parent}.{missing}"),
+                None if parent.is_empty() => "body".to_string(),
+                None => parent,
+            };
+            return FieldError { field, message };
+        }
+        source = err.source();
+    }
+    FieldError {
+        field: "body".into(),
+        message: "does not match the expected shape".into(),
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => {
-                // serde_path_to_error style text: "path: message"; keep it (it names the field, no internals).
-                let text = e.body_text();
-                let detail = text
-                    .split_once(": ")
-                    .map_or(text.as_str(), |(_, d)| d)
-                    .to_string();
-                let (field, message) = detail
-                    .split_once(": ")
-                    .map_or(("body".to_string(), detail.clone()), |(f, m)| {
-                        (f.to_string(), m.to_string())
-                    });
-                Self::validation(vec![FieldError { field, message }])
-            }
+            JsonRejection::JsonDataError(e) => Self::validation(vec![json_field_error(&e)]),
             JsonRejection::JsonSyntaxError(_) => Self::new(
                 StatusCode::BAD_REQUEST,
                 codes::BAD_REQUEST,

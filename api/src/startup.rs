@@ -36,7 +36,8 @@ impl Application {
             &settings.database_name,
         )
         .await
-        .context("connect to MongoDB (LUCID_MONGODB_URL)")?;
+        .context("connect to MongoDB (LUCID_MONGODB_URL)")?
+        .with_resource_retention_days(settings.resource_retention_days);
         db.ensure_indexes()
             .await
             .context("create MongoDB indexes (LUCID_MONGODB_URL)")?;
@@ -54,14 +55,18 @@ impl Application {
                 )
             })?;
         let poot = lucid_jobs::poot::repo::PootRepo::new(&db, Default::default());
-        poot.ensure_indexes()
+        // The API scores on demand: no cache, every answer reflects the latest proofs.
+        let validator = lucid_jobs::poot::validation::Validator::new(&db, poot, Duration::ZERO);
+        validator
+            .ensure_indexes()
             .await
             .context("create PoOT indexes (LUCID_MONGODB_URL)")?;
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let state = AppState {
             nodes: lucid_jobs::storage::nodes::NodeRepo::new(&db),
+            resources: lucid_jobs::storage::resources::ResourceRepo::new(&db),
             pools: lucid_jobs::storage::pools::PoolRepo::new(&db),
-            poot,
+            validator,
             jobs: JobContext::new(db, queue, Arc::new(settings)),
             pg,
         };
@@ -104,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .merge(batch)
         .merge(crate::openapi::routes())
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
         .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(TraceLayer::new_for_http())

@@ -15,8 +15,10 @@ pub struct AppState {
     pub nodes: NodeRepo,
     /// Node pools.
     pub pools: PoolRepo,
-    /// PoOT proofs.
-    pub poot: lucid_jobs::poot::repo::PootRepo,
+    /// Resource samples, thresholds and alerts.
+    pub resources: lucid_jobs::storage::resources::ResourceRepo,
+    /// PoOT proofs, scores and validations.
+    pub validator: lucid_jobs::poot::validation::Validator,
     /// The PostgreSQL ledger pool (connects lazily).
     pub pg: PgPool,
 }

@@ -93,6 +93,8 @@ pub struct Settings {
     pub max_output_bytes: usize,
     /// `LUCID_SHUTDOWN_GRACE_SECS`: how long a stopping process waits for running work.
     pub shutdown_grace_secs: u64,
+    /// `LUCID_RESOURCE_RETENTION_DAYS`: how long resource samples are kept (TTL index).
+    pub resource_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -122,6 +124,7 @@ impl Default for Settings {
             batch_max_items: 100_000,
             max_output_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            resource_retention_days: 30,
         }
     }
 }
@@ -217,6 +220,9 @@ impl Settings {
         }
         if !(1..=1_000_000).contains(&self.batch_max_items) {
             return Err(invalid("LUCID_BATCH_MAX_ITEMS", "must be 1..=1000000"));
+        }
+        if !(1..=3650).contains(&self.resource_retention_days) {
+            return Err(invalid("LUCID_RESOURCE_RETENTION_DAYS", "must be 1..=3650"));
         }
         if self.max_output_bytes == 0 {
             return Err(invalid("LUCID_MAX_OUTPUT_BYTES", "must be positive"));

@@ -333,3 +333,341 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+impl TestApp {
+    /// Registers an active node through `POST /api/v1/nodes/` whose
+    /// `configuration.resource_limits.network_mbps` is `network_mbps`, and
+    /// returns its id.
+    pub async fn create_node_with_network_limit(&self, network_mbps: u64) -> String {
+        let body = serde_json::json!({
+            "name": "resource node",
+            "node_type": "compute",
+            "status": "active",
+            "hardware_info": {
+                "cpu": { "cores": 8, "frequency_mhz": 3000, "architecture": "x86_64" },
+                "memory_bytes": 17_179_869_184u64,
+                "storage_bytes": 1_099_511_627_776u64,
+            },
+            "location": {
+                "country": "DE",
+                "region": "Bavaria",
+                "city": "Munich",
+                "timezone": "Europe/Berlin",
+            },
+            "configuration": {
+                "max_sessions": 10,
+                "resource_limits": {
+                    "cpu_percent": 90,
+                    "memory_bytes": 8_589_934_592u64,
+                    "disk_bytes": 549_755_813_888u64,
+                    "network_mbps": network_mbps,
+                },
+                "auto_scaling": false,
+            },
+        });
+        let r = self.post_json("/api/v1/nodes/", &body).await;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(status, 201, "create node: {v}");
+        v["node_id"].as_str().expect("node_id").to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nodes and pools (issue 3): request helper and builders of test data.
+// ---------------------------------------------------------------------------
+
+/// Sets `value` at a JSON pointer (`/a/b/c`), creating objects on the way.
+pub fn json_set(target: &mut Value, pointer: &str, value: Value) {
+    let mut cur = target;
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(serde_json::Map::new());
+        }
+        let Some(map) = cur.as_object_mut() else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            map.insert((*part).to_string(), value);
+            return;
+        }
+        cur = map
+            .entry((*part).to_string())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+}
+
+/// Removes the value at a JSON pointer, if present.
+pub fn json_remove(target: &mut Value, pointer: &str) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+    if let Some(map) = target.pointer_mut(parent).and_then(Value::as_object_mut) {
+        map.remove(key);
+    }
+}
+
+/// A response: status, `x-request-id` header and JSON body (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The `x-request-id` response header.
+    pub request_id: Option<String>,
+    /// The body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the status and returns the body.
+    pub fn expect(&self, status: u16, what: &str) -> &Value {
+        assert_eq!(self.status, status, "{what}: {}", self.body);
+        &self.body
+    }
+
+    /// Asserts an error with this status and code in the full envelope
+    /// (code, message, request_id == `x-request-id`, timestamp, service,
+    /// version) and returns `error`.
+    pub fn expect_error(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        let e = &self.body["error"];
+        assert_eq!(e["code"], code, "{}", self.body);
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message: {}",
+            self.body
+        );
+        let rid = e["request_id"].as_str().unwrap_or_default();
+        assert!(!rid.is_empty(), "request_id: {}", self.body);
+        assert_eq!(
+            Some(rid),
+            self.request_id.as_deref(),
+            "request_id vs x-request-id header"
+        );
+        let ts = e["timestamp"].as_str().unwrap_or_default();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+            "timestamp {ts:?}"
+        );
+        assert_eq!(e["service"], "lucid-node-management", "{}", self.body);
+        assert_eq!(e["version"], env!("CARGO_PKG_VERSION"), "{}", self.body);
+        e
+    }
+
+    /// `details.fields[].field` of a validation error, sorted.
+    pub fn error_fields(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.body["error"]["details"]["fields"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f["field"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl TestApp {
+    /// Sends `method path` with an optional JSON body.
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let request_id = r
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let bytes = r.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            request_id,
+            body,
+        }
+    }
+}
+
+/// Builder of `POST /api/v1/nodes/` bodies: a valid node unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    body: Value,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeBuilder {
+    /// A valid worker in Berlin without an id (the API generates one).
+    pub fn new() -> Self {
+        Self {
+            body: serde_json::json!({
+                "name": "Test node",
+                "node_type": "worker",
+                "hardware_info": {
+                    "cpu": { "cores": 8, "frequency_mhz": 3200, "architecture": "x86_64" },
+                    "memory_bytes": 17_179_869_184u64,
+                    "storage_bytes": 512_000_000_000u64
+                },
+                "location": {
+                    "country": "DE",
+                    "region": "Berlin",
+                    "city": "Berlin",
+                    "timezone": "Europe/Berlin"
+                },
+                "configuration": {
+                    "resource_limits": {
+                        "cpu_percent": 80,
+                        "memory_bytes": 8_589_934_592u64,
+                        "disk_bytes": 100_000_000_000u64,
+                        "network_mbps": 1000
+                    }
+                }
+            }),
+        }
+    }
+    /// `node_id`.
+    pub fn id(self, id: &str) -> Self {
+        self.set("/node_id", serde_json::json!(id))
+    }
+    /// `name`.
+    pub fn name(self, name: &str) -> Self {
+        self.set("/name", serde_json::json!(name))
+    }
+    /// `node_type`.
+    pub fn node_type(self, t: &str) -> Self {
+        self.set("/node_type", serde_json::json!(t))
+    }
+    /// Initial `status`.
+    pub fn status(self, s: &str) -> Self {
+        self.set("/status", serde_json::json!(s))
+    }
+    /// `location.country`.
+    pub fn country(self, c: &str) -> Self {
+        self.set("/location/country", serde_json::json!(c))
+    }
+    /// `location.timezone`.
+    pub fn timezone(self, tz: &str) -> Self {
+        self.set("/location/timezone", serde_json::json!(tz))
+    }
+    /// `location.coordinates`.
+    pub fn coordinates(self, latitude: f64, longitude: f64) -> Self {
+        self.set(
+            "/location/coordinates",
+            serde_json::json!({ "latitude": latitude, "longitude": longitude }),
+        )
+    }
+    /// `configuration.max_sessions`.
+    pub fn max_sessions(self, n: u64) -> Self {
+        self.set("/configuration/max_sessions", serde_json::json!(n))
+    }
+    /// `configuration.resource_limits.cpu_percent`.
+    pub fn cpu_percent(self, n: u64) -> Self {
+        self.set(
+            "/configuration/resource_limits/cpu_percent",
+            serde_json::json!(n),
+        )
+    }
+    /// `configuration.maintenance_window`.
+    pub fn maintenance_window(self, day_of_week: u64, start_time: &str, minutes: u64) -> Self {
+        self.set(
+            "/configuration/maintenance_window",
+            serde_json::json!({ "day_of_week": day_of_week, "start_time": start_time, "duration_minutes": minutes }),
+        )
+    }
+    /// Any field, by JSON pointer.
+    pub fn set(mut self, pointer: &str, value: Value) -> Self {
+        json_set(&mut self.body, pointer, value);
+        self
+    }
+    /// Drops a field, by JSON pointer.
+    pub fn without(mut self, pointer: &str) -> Self {
+        json_remove(&mut self.body, pointer);
+        self
+    }
+    /// The JSON body.
+    pub fn build(self) -> Value {
+        self.body
+    }
+}
+
+/// Builder of `POST /api/v1/nodes/pools/` bodies: a valid pool of 10 unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    body: Value,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PoolBuilder {
+    /// A valid pool without an id (the API generates one), `max_nodes` 10.
+    pub fn new() -> Self {
+        Self {
+            body: serde_json::json!({ "name": "Test pool", "max_nodes": 10 }),
+        }
+    }
+    /// `pool_id`.
+    pub fn id(self, id: &str) -> Self {
+        self.set("/pool_id", serde_json::json!(id))
+    }
+    /// `name`.
+    pub fn name(self, name: &str) -> Self {
+        self.set("/name", serde_json::json!(name))
+    }
+    /// `description`.
+    pub fn description(self, d: &str) -> Self {
+        self.set("/description", serde_json::json!(d))
+    }
+    /// `max_nodes`.
+    pub fn max_nodes(self, n: u64) -> Self {
+        self.set("/max_nodes", serde_json::json!(n))
+    }
+    /// Enabled auto-scaling with this policy (cooldown 5 minutes).
+    pub fn policy(self, scale_up: f64, scale_down: f64, min_nodes: u64, max_nodes: u64) -> Self {
+        self.set(
+            "/auto_scaling",
+            serde_json::json!({
+                "enabled": true,
+                "policy": {
+                    "scale_up_threshold": scale_up,
+                    "scale_down_threshold": scale_down,
+                    "min_nodes": min_nodes,
+                    "max_nodes": max_nodes,
+                    "cooldown_minutes": 5
+                }
+            }),
+        )
+    }
+    /// Any field, by JSON pointer.
+    pub fn set(mut self, pointer: &str, value: Value) -> Self {
+        json_set(&mut self.body, pointer, value);
+        self
+    }
+    /// Drops a field, by JSON pointer.
+    pub fn without(mut self, pointer: &str) -> Self {
+        json_remove(&mut self.body, pointer);
+        self
+    }
+    /// The JSON body.
+    pub fn build(self) -> Value {
+        self.body
+    }
+}

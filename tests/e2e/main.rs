@@ -3,5 +3,9 @@
 
 mod batches_api;
 mod helpers;
+mod nodes_api;
+mod pools_api;
+mod poot_api;
 mod queue_guarantees;
+mod resources_api;
 mod worker_kill;

@@ -14,7 +14,7 @@ use apalis_core::error::BoxDynError;
 use lucid_jobs::{
     config::Settings,
     handlers::{CallbackJob, JobContext, deliver_callback},
-    poot::{PootValidationJob, run_chunk},
+    poot::{PootValidationJob, handle_chunk},
     queue::{
         ALL_QUEUES, CALLBACKS_QUEUE, JobLease, LeaseKeeper, LeaseSet, POOT_VALIDATION_QUEUE, Queue,
         RedisBackend, job_error,
@@ -72,8 +72,13 @@ impl Application {
             )
         })?;
         let name = unique_worker_name(&settings);
+        let ctx = JobContext::new(db, queue, Arc::new(settings));
+        ctx.validator
+            .ensure_indexes()
+            .await
+            .context("create PoOT indexes")?;
         Ok(Self {
-            ctx: JobContext::new(db, queue, Arc::new(settings)),
+            ctx,
             name,
             listener,
         })
@@ -156,7 +161,7 @@ async fn poot_handler(
     lease: Data<JobLease>,
     ctx: Data<JobContext>,
 ) -> Result<(), BoxDynError> {
-    run_chunk(&ctx, job, &lease).await.map_err(job_error)
+    handle_chunk(&ctx, job, &lease).await.map_err(job_error)
 }
 
 async fn callback_handler(

@@ -4,7 +4,10 @@ use axum::{Json, extract::State, http::StatusCode};
 use futures::TryStreamExt;
 use lucid_jobs::{
     batch::{BatchRecord, BatchView},
-    poot::{ItemResult, ValidationItem, submit_batch},
+    poot::{
+        ValidationItem, submit_batch,
+        validation::{ValidationOut, ValidationRecord},
+    },
     queue::TransitionResult,
     storage::collections,
 };
@@ -56,6 +59,21 @@ pub async fn batch_validate(
             "validations",
             format!("must contain 1 to {max} items"),
         ));
+    }
+    // Times MongoDB deployments (and the local surrogate) can all store.
+    let bad_times: Vec<crate::error::FieldError> = body
+        .validations
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !(1970..=9999).contains(&chrono::Datelike::year(&v.timestamp)))
+        .take(20)
+        .map(|(i, _)| crate::error::FieldError {
+            field: format!("validations[{i}].timestamp"),
+            message: "must be between 1970 and 9999".into(),
+        })
+        .collect();
+    if !bad_times.is_empty() {
+        return Err(ApiError::validation(bad_times));
     }
     if let Some(url) = &body.callback_url {
         let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2048;
@@ -124,7 +142,7 @@ pub struct ItemsQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ItemsPage {
     /// Results in item order.
-    pub items: Vec<ItemResult>,
+    pub items: Vec<ValidationOut>,
     /// Page number.
     pub page: u64,
     /// Page size.
@@ -159,12 +177,12 @@ pub async fn list_items(
     let coll = state
         .jobs
         .db
-        .collection::<ItemResult>(collections::POOT_VALIDATIONS);
+        .collection::<ValidationRecord>(collections::POOT_VALIDATIONS);
     let total = coll
         .count_documents(filter.clone())
         .await
         .map_err(lucid_jobs::storage::StorageError::from)?;
-    let items: Vec<ItemResult> = coll
+    let items: Vec<ValidationRecord> = coll
         .find(filter)
         .sort(doc! { "item_index": 1 })
         .skip((page - 1) * page_size)
@@ -175,7 +193,7 @@ pub async fn list_items(
         .await
         .map_err(lucid_jobs::storage::StorageError::from)?;
     Ok(Json(ItemsPage {
-        items,
+        items: items.into_iter().map(ValidationOut::from).collect(),
         page,
         page_size,
         total,
@@ -203,6 +221,9 @@ pub async fn cancel_batch(
             format!("batch is already {}", record.status.as_str()),
         )
         .with_details(serde_json::json!({ "status": record.status })));
+    }
+    if let Err(e) = lucid_jobs::handlers::enqueue_callback(&state.jobs, &record).await {
+        tracing::error!(error = %format!("{e:#}"), "could not enqueue the cancellation callback");
     }
     for i in 0..record.chunk_count {
         match state.jobs.queue.cancel(&record.chunk_job_id(i)).await? {

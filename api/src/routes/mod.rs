@@ -6,6 +6,7 @@ mod jobs;
 mod nodes;
 mod pools;
 mod poot;
+mod resources;
 
 use axum::{
     Router,
@@ -25,6 +26,7 @@ pub use jobs::*;
 pub use nodes::*;
 pub use pools::*;
 pub use poot::*;
+pub use resources::*;
 
 /// Routes with the default body limit.
 pub fn routes() -> Router<AppState> {
@@ -60,6 +62,38 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/nodes/{node_id}/stop", post(nodes::stop_node))
         .route("/api/v1/nodes/{node_id}/status", get(nodes::node_status))
         .route(
+            "/api/v1/nodes/{node_id}/resources",
+            get(resources::latest_resources).post(resources::report_resources),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/metrics",
+            get(resources::resource_metrics),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/cpu",
+            get(resources::cpu_resources),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/memory",
+            get(resources::memory_resources),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/disk",
+            get(resources::disk_resources),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/network",
+            get(resources::network_resources),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/alerts",
+            get(resources::list_alerts),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/resources/thresholds",
+            post(resources::set_thresholds),
+        )
+        .route(
             "/api/v1/nodes/{node_id}/poot/proofs",
             post(poot::submit_proofs),
         )
@@ -67,6 +101,16 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/nodes/{node_id}/poot/calculate",
             post(poot::calculate),
         )
+        .route(
+            "/api/v1/nodes/{node_id}/poot/validate",
+            post(poot::validate),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/poot/score",
+            get(poot::latest_score),
+        )
+        .route("/api/v1/nodes/{node_id}/poot/history", get(poot::history))
+        .route("/api/v1/nodes/poot/statistics", get(poot::statistics))
         .route(
             "/api/v1/nodes/pools",
             get(pools::list_pools).post(pools::create_pool),
@@ -102,6 +146,15 @@ pub fn batch_routes() -> Router<AppState> {
 /// Unknown route: 404 in the error envelope.
 pub async fn not_found() -> ApiError {
     ApiError::not_found(codes::NOT_FOUND, "no such route")
+}
+
+/// Known route, wrong method: 405 in the error envelope.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
 
 /// A panicking handler answers 500 in the envelope (and is logged), never a dropped connection.

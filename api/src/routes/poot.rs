@@ -5,7 +5,8 @@ use lucid_jobs::{
     domain::Check,
     poot::{
         proof::{ProofIn, ProofKind, verify},
-        score::{ScoreBreakdown, score},
+        score::ScoreBreakdown,
+        validation::{MAX_CLOCK_SKEW_SECS, RecordBase, ValidationOut},
     },
 };
 use serde::{Deserialize, Serialize};
@@ -109,7 +110,7 @@ pub async fn submit_proofs(
             format!("must contain 1 to {MAX_PROOFS} proofs"),
         ));
     }
-    let cfg = state.poot.config();
+    let cfg = state.validator.poot().config();
     let now_slot = chrono::Utc::now().timestamp().max(0) as u64 / cfg.slot_seconds;
     let mut c = Check::new();
     for (i, p) in proofs.iter().enumerate() {
@@ -124,7 +125,11 @@ pub async fn submit_proofs(
         .map(|(i, _)| i)
         .collect();
     if !bad.is_empty() {
-        state.poot.record_refusals(&node.node_id, bad.len()).await?;
+        state
+            .validator
+            .poot()
+            .record_refusals(&node.node_id, bad.len())
+            .await?;
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             codes::POOT_VALIDATION_FAILED,
@@ -132,7 +137,11 @@ pub async fn submit_proofs(
         )
         .with_details(serde_json::json!({ "refused": bad })));
     }
-    let duplicates = state.poot.insert(&node.node_id, &proofs).await?;
+    let duplicates = state
+        .validator
+        .poot()
+        .insert(&node.node_id, &proofs)
+        .await?;
     let accepted = proofs.len() - duplicates.len();
     if accepted == 0 {
         return Err(ApiError::conflict(
@@ -160,6 +169,222 @@ pub async fn calculate(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<ScoreBreakdown>, ApiError> {
     let node = load_node(&state, &raw).await?;
-    let inputs = state.poot.window(&node.node_id, chrono::Utc::now()).await?;
-    Ok(Json(score(&inputs, state.poot.config())))
+    let (breakdown, _) = state
+        .validator
+        .score_and_history(&node.node_id, chrono::Utc::now())
+        .await?;
+    Ok(Json(breakdown))
+}
+
+/// Body of `POST /api/v1/nodes/{node_id}/poot/validate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateIn {
+    /// Base64 of the output, at most 1 MiB decoded.
+    pub output_data: String,
+    /// When the output was produced (within 5 minutes of server time).
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// Unique per node; a replay is refused.
+    pub nonce: String,
+}
+
+/// Validates a node's output: scores the node, judges the score against its
+/// history, records the validation and updates the node's `poot_score`.
+#[utoipa::path(post, path = "/api/v1/nodes/{node_id}/poot/validate", tag = "poot", params(("node_id" = String, Path)),
+    request_body = ValidateIn,
+    responses((status = 201, body = ValidationOut), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+              (status = 422, body = ErrorEnvelope)))]
+#[tracing::instrument(skip(state, body))]
+pub async fn validate(
+    State(state): State<AppState>,
+    ValidPath(raw): ValidPath<String>,
+    ValidJson(body): ValidJson<ValidateIn>,
+) -> Result<(StatusCode, Json<ValidationOut>), ApiError> {
+    let started = std::time::Instant::now();
+    let node = load_node(&state, &raw).await?;
+    let mut c = Check::new();
+    c.ensure(
+        (1..=128).contains(&body.nonce.len()),
+        "nonce",
+        "must be 1 to 128 characters",
+    );
+    let skew = (chrono::Utc::now() - body.timestamp).num_seconds().abs();
+    c.ensure(
+        skew <= MAX_CLOCK_SKEW_SECS,
+        "timestamp",
+        format!("must be within {MAX_CLOCK_SKEW_SECS} s of server time"),
+    );
+    let max = state.jobs.settings.max_output_bytes;
+    let output_hash = match decode_output(&body.output_data, max) {
+        Ok(h) => Some(h),
+        Err(m) => {
+            c.ensure(false, "output_data", m);
+            None
+        }
+    };
+    c.finish()?;
+    let output_hash = output_hash.unwrap_or_default();
+    let validation_id = format!("val_{}", uuid::Uuid::now_v7().simple());
+    if !state
+        .validator
+        .claim_nonce(&node.node_id, &body.nonce, &validation_id)
+        .await?
+    {
+        return Err(ApiError::conflict(
+            codes::CONFLICT,
+            "nonce already used by this node",
+        ));
+    }
+    let now = chrono::Utc::now();
+    let (breakdown, history) = state
+        .validator
+        .score_and_history(&node.node_id, now)
+        .await?;
+    let base = RecordBase {
+        validation_id,
+        node_id: node.node_id,
+        output_hash,
+        timestamp: mongodb::bson::DateTime::from_chrono(body.timestamp),
+        nonce: body.nonce,
+        node_type: mongodb::bson::to_bson(&node.node_type)
+            .ok()
+            .and_then(|b| b.as_str().map(String::from)),
+        pool_id: node.pool_id,
+        batch_id: None,
+        chunk_index: None,
+        item_index: None,
+    };
+    let record = state.validator.record(base, &breakdown, &history, started);
+    state.validator.store(std::slice::from_ref(&record)).await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+/// sha256 hex of base64 `data` decoded, or why it is not acceptable.
+fn decode_output(data: &str, max: usize) -> Result<String, String> {
+    use base64::Engine;
+    use sha2::Digest;
+    if data.len() / 4 * 3 > max + 3 {
+        return Err(format!("must decode to at most {max} bytes"));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| "must be valid base64".to_string())?;
+    if bytes.len() > max {
+        return Err(format!("must decode to at most {max} bytes"));
+    }
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// The node's latest validation.
+#[utoipa::path(get, path = "/api/v1/nodes/{node_id}/poot/score", tag = "poot", params(("node_id" = String, Path)),
+    responses((status = 200, body = ValidationOut), (status = 404, body = ErrorEnvelope)))]
+#[tracing::instrument(skip(state))]
+pub async fn latest_score(
+    State(state): State<AppState>,
+    ValidPath(raw): ValidPath<String>,
+) -> Result<Json<ValidationOut>, ApiError> {
+    let node = load_node(&state, &raw).await?;
+    state
+        .validator
+        .latest(&node.node_id)
+        .await?
+        .map(|r| Json(r.into()))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                codes::NOT_FOUND,
+                format!("node {} has no validation yet", node.node_id),
+            )
+        })
+}
+
+/// Time range and pagination of the history.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Start (default: 7 days ago).
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// End, exclusive (default: now).
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+    /// Page from 1.
+    pub page: Option<u64>,
+    /// Page size, 1–100.
+    pub page_size: Option<u64>,
+}
+
+/// A page of validations.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    /// Validations, newest first.
+    pub items: Vec<ValidationOut>,
+    /// Page.
+    pub page: u64,
+    /// Page size.
+    pub page_size: u64,
+    /// Validations in the range.
+    pub total: u64,
+}
+
+/// The node's validations in a time range.
+#[utoipa::path(get, path = "/api/v1/nodes/{node_id}/poot/history", tag = "poot", params(("node_id" = String, Path), HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+#[tracing::instrument(skip(state))]
+pub async fn history(
+    State(state): State<AppState>,
+    ValidPath(raw): ValidPath<String>,
+    crate::extract::ValidQuery(q): crate::extract::ValidQuery<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let node = load_node(&state, &raw).await?;
+    let (page, page_size) = crate::extract::Pagination {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .resolve()?;
+    let (start, end) = time_range(q.start, q.end)?;
+    let (total, items) = state
+        .validator
+        .history_page(&node.node_id, start, end, page, page_size)
+        .await?;
+    Ok(Json(HistoryPage {
+        items: items.into_iter().map(ValidationOut::from).collect(),
+        page,
+        page_size,
+        total,
+    }))
+}
+
+/// Resolves an optional `[start, end)` (default: the last 7 days).
+pub(crate) fn time_range(
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), ApiError> {
+    let end = end.unwrap_or_else(chrono::Utc::now);
+    let start = start.unwrap_or(end - chrono::Duration::days(7));
+    if start >= end {
+        return Err(ApiError::field("start", "must be before end"));
+    }
+    Ok((start, end))
+}
+
+/// Time range of the statistics.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RangeQuery {
+    /// Start (default: 7 days ago).
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// End, exclusive (default: now).
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Validation statistics for a time range, overall, by pool and by node type.
+#[utoipa::path(get, path = "/api/v1/nodes/poot/statistics", tag = "poot", params(RangeQuery),
+    responses((status = 200, body = lucid_jobs::poot::stats::PootStatistics), (status = 422, body = ErrorEnvelope)))]
+#[tracing::instrument(skip(state))]
+pub async fn statistics(
+    State(state): State<AppState>,
+    crate::extract::ValidQuery(q): crate::extract::ValidQuery<RangeQuery>,
+) -> Result<Json<lucid_jobs::poot::stats::PootStatistics>, ApiError> {
+    let (start, end) = time_range(q.start, q.end)?;
+    Ok(Json(
+        lucid_jobs::poot::stats::statistics(&state.jobs.db, start, end).await?,
+    ))
 }

@@ -2,6 +2,7 @@
 
 pub mod node;
 pub mod pool;
+pub mod resources;
 mod validation;
 
 pub use validation::{Check, ValidationErrors};

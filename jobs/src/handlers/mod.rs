@@ -28,6 +28,8 @@ pub struct JobContext {
     pub settings: Arc<Settings>,
     /// HTTP client for callbacks.
     pub http: reqwest::Client,
+    /// PoOT scoring and validation records (node scores cached for a minute).
+    pub validator: crate::poot::validation::Validator,
 }
 
 impl JobContext {
@@ -37,8 +39,13 @@ impl JobContext {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
+        let poot =
+            crate::poot::repo::PootRepo::new(&db, crate::poot::score::ScoringConfig::default());
+        let validator =
+            crate::poot::validation::Validator::new(&db, poot, std::time::Duration::from_secs(60));
         Self {
             batches: BatchRepo::new(&db),
+            validator,
             db,
             queue,
             settings,
@@ -60,26 +67,33 @@ pub async fn finalize_batch(ctx: &JobContext, batch: &BatchRecord) -> anyhow::Re
         return Ok(());
     };
     tracing::info!(batch_id = %batch.batch_id, status = status.as_str(), "batch finished");
-    if let Some(url) = &batch.callback_url {
-        let job = CallbackJob::V1 {
-            batch_id: batch.batch_id.clone(),
-            url: url.clone(),
-        };
-        ctx.queue
-            .enqueue(
-                CALLBACKS_QUEUE,
-                NewJob {
-                    kind: callback::JOB_NAME.into(),
-                    payload: serde_json::to_string(&job).context("serialize callback")?,
-                    options: EnqueueOptions {
-                        job_id: Some(format!("callback-{}", batch.batch_id)),
-                        batch_id: Some(batch.batch_id.clone()),
-                        ..EnqueueOptions::default()
-                    },
+    enqueue_callback(ctx, batch).await
+}
+
+/// Enqueues the delivery of a finished batch's callback, if it has one (one
+/// job per batch: the job id is deterministic).
+pub async fn enqueue_callback(ctx: &JobContext, batch: &BatchRecord) -> anyhow::Result<()> {
+    let Some(url) = &batch.callback_url else {
+        return Ok(());
+    };
+    let job = CallbackJob::V1 {
+        batch_id: batch.batch_id.clone(),
+        url: url.clone(),
+    };
+    ctx.queue
+        .enqueue(
+            CALLBACKS_QUEUE,
+            NewJob {
+                kind: callback::JOB_NAME.into(),
+                payload: serde_json::to_string(&job).context("serialize callback")?,
+                options: EnqueueOptions {
+                    job_id: Some(format!("callback-{}", batch.batch_id)),
+                    batch_id: Some(batch.batch_id.clone()),
+                    ..EnqueueOptions::default()
                 },
-            )
-            .await
-            .context("enqueue callback")?;
-    }
+            },
+        )
+        .await
+        .context("enqueue callback")?;
     Ok(())
 }

@@ -1,18 +1,21 @@
 //! The `poot-validation` chunk job: payload, submission and handler.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
 use serde::{Deserialize, Serialize};
 
-use super::{ItemOutcome, ItemResult, ValidationItem, check_item};
+use super::{
+    ERR_POOT_VALIDATION, ItemOutcome, ValidationItem, check_item,
+    validation::{MAX_CLOCK_SKEW_SECS, RecordBase, ValidationRecord, Validator},
+};
 use crate::{
     batch::{BatchRecord, BatchStatus, ChunkResult, chunk_job_id},
     handlers::JobContext,
     queue::{EnqueueOptions, JobLease, NewJob, POOT_VALIDATION_QUEUE},
-    storage::{collections, is_duplicate_key},
+    storage::collections,
 };
 
 /// Stable job name of a chunk job.
@@ -93,9 +96,46 @@ pub async fn submit_batch(
     Ok(record)
 }
 
-/// Runs one chunk: checks every item, writes each result once (deterministic
-/// `_id`, duplicates ignored), then the chunk summary, then finalizes the
-/// batch if this was its last chunk.
+/// The nodes of a chunk: id → (node_type, pool_id).
+async fn chunk_nodes(
+    ctx: &JobContext,
+    items: &[ValidationItem],
+) -> anyhow::Result<HashMap<String, (Option<String>, Option<String>)>> {
+    let ids: Vec<&str> = items
+        .iter()
+        .map(|i| i.node_id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let docs: Vec<Document> = ctx
+        .db
+        .collection::<Document>(collections::NODES)
+        .find(doc! { "_id": { "$in": &ids } })
+        .projection(doc! { "_id": 1, "node_type": 1, "pool_id": 1 })
+        .await
+        .context("look up nodes")?
+        .try_collect()
+        .await
+        .context("read nodes")?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|d| {
+            let id = d.get_str("_id").ok()?.to_string();
+            Some((
+                id,
+                (
+                    d.get_str("node_type").ok().map(String::from),
+                    d.get_str("pool_id").ok().map(String::from),
+                ),
+            ))
+        })
+        .collect())
+}
+
+/// Runs one chunk with the PoOT model: checks each item (node, output,
+/// timestamp against the batch's submission time, nonce), scores its node
+/// (cached per node), writes each record once (deterministic ids), then the
+/// chunk summary, then finalizes the batch if this was its last chunk.
 #[tracing::instrument(skip(ctx, job, lease), fields(job_id = %lease.job_id, attempt = lease.attempt))]
 pub async fn run_chunk(
     ctx: &JobContext,
@@ -109,7 +149,7 @@ pub async fn run_chunk(
         items,
     } = job;
     let Some(batch) = ctx.batches.get(&batch_id).await.context("load batch")? else {
-        anyhow::bail!(crate::queue::backend::PermanentError(format!(
+        anyhow::bail!(crate::queue::PermanentError(format!(
             "batch {batch_id} does not exist"
         )));
     };
@@ -121,81 +161,103 @@ pub async fn run_chunk(
         .mark_started(&batch_id)
         .await
         .context("mark batch started")?;
+    let nodes = chunk_nodes(ctx, &items).await?;
+    let known: HashSet<String> = nodes.keys().cloned().collect();
+    let submitted = batch.created_at.to_chrono();
+    let started = std::time::Instant::now();
 
-    let node_ids: Vec<&str> = items
-        .iter()
-        .map(|i| i.node_id.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let known: HashSet<String> = ctx
-        .db
-        .collection::<Document>(collections::NODES)
-        .find(doc! { "_id": { "$in": &node_ids } })
-        .projection(doc! { "_id": 1 })
-        .await
-        .context("look up nodes")?
-        .try_collect::<Vec<Document>>()
-        .await
-        .context("read nodes")?
-        .into_iter()
-        .filter_map(|d| d.get_str("_id").ok().map(String::from))
-        .collect();
-
-    let now = bson::DateTime::now();
-    let max = ctx.settings.max_output_bytes;
-    let results: Vec<ItemResult> = items
+    // 1. Input checks; 2. nonce claims for the items that passed; 3. scores.
+    let mut pending: Vec<(RecordBase, Option<(&'static str, String)>)> = items
         .iter()
         .enumerate()
         .map(|(offset, item)| {
             let item_index = first_index + offset as u64;
-            let (status, output_hash, error_code, error) = match check_item(item, &known, max) {
-                ItemOutcome::Valid { output_hash } => ("succeeded", Some(output_hash), None, None),
+            let (node_type, pool_id) = nodes.get(&item.node_id).cloned().unwrap_or_default();
+            let mut failure = None;
+            let output_hash = match check_item(item, &known, ctx.settings.max_output_bytes) {
+                ItemOutcome::Valid { output_hash } => output_hash,
                 ItemOutcome::Invalid { code, message } => {
-                    ("failed", None, Some(code.to_string()), Some(message))
+                    failure = Some((code, message));
+                    String::new()
                 }
             };
-            ItemResult {
-                id: format!("{batch_id}:{item_index:06}"),
-                batch_id: batch_id.clone(),
-                chunk_index,
-                item_index,
-                node_id: item.node_id.clone(),
-                status: status.into(),
-                output_hash,
-                error_code,
-                error,
-                nonce: item.nonce.clone(),
-                timestamp: bson::DateTime::from_chrono(item.timestamp),
-                validated_at: now,
+            if failure.is_none()
+                && (item.timestamp - submitted).num_seconds().abs() > MAX_CLOCK_SKEW_SECS
+            {
+                failure = Some((
+                    ERR_POOT_VALIDATION,
+                    format!(
+                        "timestamp is more than {MAX_CLOCK_SKEW_SECS} s from the submission time"
+                    ),
+                ));
             }
+            let base = RecordBase {
+                validation_id: format!("{batch_id}:{item_index:06}"),
+                node_id: item.node_id.clone(),
+                output_hash,
+                timestamp: bson::DateTime::from_chrono(item.timestamp),
+                nonce: item.nonce.clone(),
+                node_type,
+                pool_id,
+                batch_id: Some(batch_id.clone()),
+                chunk_index: Some(chunk_index),
+                item_index: Some(item_index),
+            };
+            (base, failure)
         })
         .collect();
-
-    let collection = ctx
-        .db
-        .collection::<ItemResult>(collections::POOT_VALIDATIONS);
-    if !results.is_empty() {
-        match collection.insert_many(&results).ordered(false).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {
-                tracing::info!("chunk re-run: results already stored")
-            }
-            Err(e) => return Err(e).context("store item results"),
+    let claims: Vec<(String, String, String)> = pending
+        .iter()
+        .filter(|(_, f)| f.is_none())
+        .map(|(b, _)| (b.node_id.clone(), b.nonce.clone(), b.validation_id.clone()))
+        .collect();
+    let owned = ctx
+        .validator
+        .claim_nonces(&claims)
+        .await
+        .context("claim nonces")?;
+    let mut owned = owned.into_iter();
+    for (_, failure) in pending.iter_mut().filter(|(_, f)| f.is_none()) {
+        if !owned.next().unwrap_or(false) {
+            *failure = Some((
+                ERR_POOT_VALIDATION,
+                "nonce already used by this node".into(),
+            ));
         }
     }
-    // Count what is stored (the first run's results win on a re-run).
-    let stored = collection.clone_with_type::<Document>();
-    let failed = stored
-        .count_documents(
-            doc! { "batch_id": &batch_id, "chunk_index": chunk_index as i64, "status": "failed" },
-        )
+    let now = chrono::Utc::now();
+    let mut records: Vec<ValidationRecord> = Vec::with_capacity(pending.len());
+    for (base, failure) in pending {
+        match failure {
+            Some((code, message)) => records.push(Validator::failed(base, code, message)),
+            None => {
+                let (breakdown, history) = ctx
+                    .validator
+                    .score_and_history(&base.node_id, now)
+                    .await
+                    .context("score node")?;
+                records.push(ctx.validator.record(base, &breakdown, &history, started));
+            }
+        }
+    }
+    ctx.validator
+        .store(&records)
         .await
-        .context("count failed items")?;
+        .context("store validation records")?;
+
+    // Count what is stored (the first run's records win on a re-run).
+    let stored = ctx.db.collection::<Document>(collections::POOT_VALIDATIONS);
+    let filter = doc! { "batch_id": &batch_id, "chunk_index": chunk_index as i64 };
     let total = stored
-        .count_documents(doc! { "batch_id": &batch_id, "chunk_index": chunk_index as i64 })
+        .count_documents(filter.clone())
         .await
         .context("count items")?;
+    let mut failed_filter = filter;
+    failed_filter.insert("status", "failed");
+    let failed = stored
+        .count_documents(failed_filter)
+        .await
+        .context("count failed items")?;
     ctx.batches
         .save_chunk(&ChunkResult {
             job_id: chunk_job_id(&batch_id, chunk_index),
@@ -211,5 +273,70 @@ pub async fn run_chunk(
         })
         .await
         .context("store chunk summary")?;
+    crate::handlers::finalize_batch(ctx, &batch).await
+}
+
+/// Runs a chunk; when the attempt fails for good (last attempt, or a
+/// permanent error) records the chunk as dead — its unprocessed items count
+/// as failed — and finalizes the batch, so the batch never waits forever.
+pub async fn handle_chunk(
+    ctx: &JobContext,
+    job: PootValidationJob,
+    lease: &JobLease,
+) -> anyhow::Result<()> {
+    let PootValidationJob::ChunkV1 {
+        batch_id,
+        chunk_index,
+        items,
+        ..
+    } = &job;
+    let (batch_id, chunk_index, len) = (batch_id.clone(), *chunk_index, items.len() as u64);
+    let Err(e) = run_chunk(ctx, job, lease).await else {
+        return Ok(());
+    };
+    let permanent = e.downcast_ref::<crate::queue::PermanentError>().is_some();
+    if permanent || lease.attempt >= lease.max_attempts {
+        if let Err(record) =
+            record_dead_chunk(ctx, &batch_id, chunk_index, len, lease, &format!("{e:#}")).await
+        {
+            tracing::error!(error = %format!("{record:#}"), %batch_id, chunk_index, "could not record a dead chunk");
+        }
+    }
+    Err(e)
+}
+
+async fn record_dead_chunk(
+    ctx: &JobContext,
+    batch_id: &str,
+    chunk_index: u64,
+    len: u64,
+    lease: &JobLease,
+    error: &str,
+) -> anyhow::Result<()> {
+    let Some(batch) = ctx.batches.get(batch_id).await.context("load batch")? else {
+        return Ok(());
+    };
+    let stored = ctx.db.collection::<Document>(collections::POOT_VALIDATIONS);
+    let succeeded = stored
+        .count_documents(
+            doc! { "batch_id": batch_id, "chunk_index": chunk_index as i64, "status": "succeeded" },
+        )
+        .await
+        .context("count stored items")?;
+    ctx.batches
+        .save_chunk(&ChunkResult {
+            job_id: chunk_job_id(batch_id, chunk_index),
+            batch_id: batch_id.to_string(),
+            chunk_index,
+            kind: JOB_NAME.into(),
+            status: "dead".into(),
+            succeeded,
+            failed: len.saturating_sub(succeeded),
+            attempt: lease.attempt,
+            error: Some(error.chars().take(1000).collect()),
+            finished_at: bson::DateTime::now(),
+        })
+        .await
+        .context("store dead chunk summary")?;
     crate::handlers::finalize_batch(ctx, &batch).await
 }

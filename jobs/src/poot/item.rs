@@ -85,38 +85,6 @@ fn too_large(max: usize) -> ItemOutcome {
     }
 }
 
-/// A stored per-item result (`poot_validations`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ItemResult {
-    /// `{batch_id}:{item_index}`: a re-run writes the same document.
-    #[serde(rename = "_id")]
-    pub id: String,
-    /// Batch id.
-    pub batch_id: String,
-    /// Chunk number.
-    pub chunk_index: u64,
-    /// Position of the item in the request.
-    pub item_index: u64,
-    /// Node id.
-    pub node_id: String,
-    /// `succeeded` or `failed`.
-    pub status: String,
-    /// sha256 of the decoded output.
-    pub output_hash: Option<String>,
-    /// Error code when failed.
-    pub error_code: Option<String>,
-    /// Error message when failed.
-    pub error: Option<String>,
-    /// Client nonce.
-    pub nonce: String,
-    /// Timestamp of the item.
-    #[schema(value_type = String)]
-    pub timestamp: mongodb::bson::DateTime,
-    /// When it was validated.
-    #[schema(value_type = String)]
-    pub validated_at: mongodb::bson::DateTime,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,14 @@
 //! base64 of at most `max_output_bytes`; the result records
 //! `output_hash = sha256(decoded)`. Issue 4 replaces this with PoOT scoring.
 
+pub mod assess;
 mod chunk;
 mod item;
 pub mod proof;
 pub mod repo;
 pub mod score;
+pub mod stats;
+pub mod validation;
 
-pub use chunk::{BATCH_KIND, JOB_NAME, PootValidationJob, run_chunk, submit_batch};
+pub use chunk::{BATCH_KIND, JOB_NAME, PootValidationJob, handle_chunk, run_chunk, submit_batch};
 pub use item::*;

@@ -218,7 +218,7 @@ impl<Args: DeserializeOwned + Send + Sync + 'static> RedisBackend<Args> {
                     if let Err(e) = queue.fail(&name, &job, &msg, false).await {
                         tracing::warn!(error = %e, "could not dead-letter an undecodable job");
                     }
-                    leases.remove(&job.id);
+                    leases.remove(&job.id, &job.token);
                 });
                 None
             }
@@ -295,7 +295,7 @@ impl<Args: DeserializeOwned + Send + Sync + 'static> Backend for RedisBackend<Ar
                         if let Err(e) = queue.release(&name, &job).await {
                             tracing::warn!(job_id = %job.id, error = %e, "could not release job; its lease will expire");
                         }
-                        leases.remove(&job.id);
+                        leases.remove(&job.id, &job.token);
                     }
                 }
                 .boxed(),
@@ -426,6 +426,6 @@ impl AckLayer {
                 }
             }
         }
-        self.leases.remove(&job.id);
+        self.leases.remove(&job.id, &job.token);
     }
 }

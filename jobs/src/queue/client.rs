@@ -13,6 +13,8 @@ use super::{
 
 /// Jobs per ENQUEUE script call (bounds the script's argument list).
 const ENQUEUE_CHUNK: usize = 200;
+/// Script calls per pipelined round trip.
+const SCRIPTS_PER_PIPELINE: usize = 10;
 
 /// A queue operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +52,11 @@ impl Queue {
     /// Connects to Redis (the URL may carry a password; it is never logged).
     pub async fn connect(redis_url: &str, config: QueueConfig) -> Result<Self, QueueError> {
         let client = redis::Client::open(redis_url)?;
-        let conn = client.get_connection_manager().await?;
+        // Large pipelines (a 100,000-item batch) must not hit the driver's 500 ms default.
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(30)))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
+        let conn = client.get_connection_manager_with_config(manager).await?;
         Ok(Self {
             conn,
             client,
@@ -106,41 +112,45 @@ impl Queue {
         jobs: Vec<NewJob>,
     ) -> Result<Vec<String>, QueueError> {
         let mut ids = Vec::with_capacity(jobs.len());
-        let mut pipe = redis::pipe();
         let (ready, scheduled, seq) = (
             self.qkey(queue, "ready"),
             self.qkey(queue, "scheduled"),
             self.qkey(queue, "seq"),
         );
         let (jp, wake) = (self.job_prefix(), self.wake_channel(queue));
-        for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-            let mut inv = scripts::ENQUEUE.prepare_invoke();
-            inv.key(&ready)
-                .key(&scheduled)
-                .key(&seq)
-                .arg(&jp)
-                .arg(queue)
-                .arg(&wake);
-            for job in chunk {
-                let id = job
-                    .options
-                    .job_id
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-                inv.arg(&id)
-                    .arg(&job.kind)
-                    .arg(&job.payload)
-                    .arg(job.options.max_attempts.unwrap_or(self.config.max_attempts))
-                    .arg(job.options.priority.band())
-                    .arg(job.options.delay_ms)
-                    .arg(job.options.batch_id.as_deref().unwrap_or(""));
-                ids.push(id);
-            }
-            pipe.invoke_script(&inv);
-        }
         let mut conn = self.conn.clone();
         self.ensure_loaded(&mut conn, &[&scripts::ENQUEUE]).await?;
-        let _: Vec<i64> = pipe.query_async(&mut conn).await?;
+        // Bounded round trips: at most ENQUEUE_CHUNK jobs per script call and
+        // SCRIPTS_PER_PIPELINE calls per pipeline.
+        for group in jobs.chunks(ENQUEUE_CHUNK * SCRIPTS_PER_PIPELINE) {
+            let mut pipe = redis::pipe();
+            for chunk in group.chunks(ENQUEUE_CHUNK) {
+                let mut inv = scripts::ENQUEUE.prepare_invoke();
+                inv.key(&ready)
+                    .key(&scheduled)
+                    .key(&seq)
+                    .arg(&jp)
+                    .arg(queue)
+                    .arg(&wake);
+                for job in chunk {
+                    let id = job
+                        .options
+                        .job_id
+                        .clone()
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                    inv.arg(&id)
+                        .arg(&job.kind)
+                        .arg(&job.payload)
+                        .arg(job.options.max_attempts.unwrap_or(self.config.max_attempts))
+                        .arg(job.options.priority.band())
+                        .arg(job.options.delay_ms)
+                        .arg(job.options.batch_id.as_deref().unwrap_or(""));
+                    ids.push(id);
+                }
+                pipe.invoke_script(&inv);
+            }
+            let _: Vec<i64> = pipe.query_async(&mut conn).await?;
+        }
         Ok(ids)
     }
 
@@ -313,7 +323,7 @@ impl Queue {
             .arg(self.config.retention.as_secs())
             .invoke_async(&mut conn)
             .await?;
-        Ok(transition(&r, "cancelled"))
+        Ok(transition(&r))
     }
 
     /// Requeues a dead job with fresh attempts.
@@ -324,7 +334,7 @@ impl Queue {
             .arg(job_id)
             .invoke_async(&mut conn)
             .await?;
-        Ok(transition(&r, "queued"))
+        Ok(transition(&r))
     }
 
     /// A job's state, if its record still exists (see retention).
@@ -491,8 +501,9 @@ impl Queue {
     }
 }
 
-fn transition(reply: &str, success: &str) -> TransitionResult {
-    if reply == success {
+/// Maps a CANCEL / RETRY_DEAD reply: `ok`, a job status, or `missing`.
+fn transition(reply: &str) -> TransitionResult {
+    if reply == "ok" {
         TransitionResult::Done
     } else if let Some(status) = JobStatus::parse(reply) {
         TransitionResult::WrongState(status)

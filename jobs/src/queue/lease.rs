@@ -25,8 +25,13 @@ impl LeaseSet {
     pub(crate) fn insert(&self, job: &LeasedJob) {
         self.lock().insert(job.id.clone(), job.token.clone());
     }
-    pub(crate) fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    /// Forgets the lease of `id` only if it is still the one with `token`: an
+    /// old attempt ending must not drop the lease of the job's newer attempt.
+    pub(crate) fn remove(&self, id: &str, token: &str) {
+        let mut leases = self.lock();
+        if leases.get(id).is_some_and(|t| t == token) {
+            leases.remove(id);
+        }
     }
     /// Number of leases held.
     pub fn len(&self) -> usize {
@@ -83,7 +88,9 @@ impl LeaseKeeper {
                 Ok(lost) => {
                     for id in lost {
                         tracing::warn!(queue = %self.name, job_id = %id, "lease lost; the job was redelivered");
-                        self.leases.remove(&id);
+                        if let Some((_, token)) = held.iter().find(|(h, _)| *h == id) {
+                            self.leases.remove(&id, token);
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(queue = %self.name, error = %e, "lease renewal failed"),

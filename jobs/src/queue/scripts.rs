@@ -136,16 +136,18 @@ return moved
 });
 
 /// KEYS: inflight. ARGV: job prefix, lease_ms, then pairs (id, token).
-/// Renews the leases still held; returns the ids whose lease was lost.
+/// Renews the leases still held; returns the ids whose lease went to another
+/// attempt (a job that just finished, with an empty token, is not "lost").
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local now = now_ms()
 local lost = {}
 for i = 3, #ARGV, 2 do
-  if redis.call('HGET', ARGV[1] .. ARGV[i], 'token') == ARGV[i + 1] then
+  local t = redis.call('HGET', ARGV[1] .. ARGV[i], 'token')
+  if t == ARGV[i + 1] then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[i])
-  else
+  elseif t and t ~= '' then
     lost[#lost + 1] = ARGV[i]
   end
 end
@@ -215,7 +217,7 @@ return 1
 });
 
 /// ARGV: key prefix, id, retention_s. Cancels a job that has not started.
-/// Returns `cancelled`, the job's current status, or `missing`.
+/// Returns `ok`, the job's current status, or `missing`.
 pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -228,7 +230,7 @@ if st[1] == 'queued' or st[1] == 'scheduled' or st[1] == 'retrying' then
   redis.call('ZREM', q .. ':scheduled', ARGV[2])
   redis.call('HSET', k, 'status', 'cancelled', 'finished_at', now_ms())
   redis.call('EXPIRE', k, tonumber(ARGV[3]))
-  return 'cancelled'
+  return 'ok'
 end
 return st[1]
 "#,
@@ -236,7 +238,7 @@ return st[1]
 });
 
 /// ARGV: key prefix, id. Requeues a dead job with fresh attempts.
-/// Returns `queued`, the job's current status, or `missing`.
+/// Returns `ok`, the job's current status, or `missing`.
 pub(crate) static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -251,7 +253,7 @@ redis.call('HSET', k, 'status', 'queued', 'attempts', 0)
 redis.call('HDEL', k, 'finished_at')
 redis.call('ZADD', q .. ':ready', st[3], ARGV[2])
 redis.call('PUBLISH', ARGV[1] .. ':wake:' .. st[2], 1)
-return 'queued'
+return 'ok'
 "#,
     )
 });

@@ -5,6 +5,7 @@
 
 pub mod nodes;
 pub mod pools;
+pub mod resources;
 
 use mongodb::{
     Client, Collection, Database, IndexModel,
@@ -23,6 +24,12 @@ pub mod collections {
     pub const POOT_VALIDATIONS: &str = "poot_validations";
     /// Results of finished jobs (`_id` = job_id), kept beyond the queue's retention.
     pub const JOBS: &str = "jobs";
+    /// Resource samples reported by nodes (TTL-expired).
+    pub const RESOURCE_SAMPLES: &str = "resource_samples";
+    /// Per-node resource thresholds (`_id` = node_id).
+    pub const RESOURCE_THRESHOLDS: &str = "resource_thresholds";
+    /// Resource alerts (`_id` = alert_id).
+    pub const RESOURCE_ALERTS: &str = "resource_alerts";
 }
 
 /// A storage call failed.
@@ -51,6 +58,7 @@ impl From<mongodb::bson::de::Error> for StorageError {
 #[derive(Debug, Clone)]
 pub struct Db {
     db: Database,
+    resource_retention_days: Option<u32>,
 }
 
 impl Db {
@@ -59,7 +67,16 @@ impl Db {
         let client = Client::with_uri_str(url).await?;
         Ok(Self {
             db: client.database(database),
+            resource_retention_days: None,
         })
+    }
+
+    /// Sets the retention of resource samples (`LUCID_RESOURCE_RETENTION_DAYS`)
+    /// that [`Db::ensure_indexes`] applies to their TTL index; without it an
+    /// existing TTL index is left as it is (30 days when created).
+    pub fn with_resource_retention_days(mut self, days: u32) -> Self {
+        self.resource_retention_days = Some(days);
+        self
     }
 
     /// The underlying database.
@@ -115,6 +132,7 @@ impl Db {
         pools
             .create_index(index(doc! { "created_at": 1, "_id": 1 }))
             .await?;
+        resources::ensure_indexes(self, self.resource_retention_days).await?;
         Ok(())
     }
 }

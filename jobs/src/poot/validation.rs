@@ -1,0 +1,532 @@
+//! Validating a node's PoOT output: the score from its window, judged against
+//! its history, recorded once as a [`ValidationRecord`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::{
+    Collection, IndexModel,
+    bson::{self, Document, doc},
+    options::IndexOptions,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    assess::{ScoreHistory, assess},
+    repo::PootRepo,
+    score::{ScoreBreakdown, score},
+};
+use crate::storage::{Db, StorageError, collections, is_duplicate_key};
+
+/// Nonces seen per node (`_id` = `{node_id}:{nonce}`), kept a day.
+pub const NONCES: &str = "poot_nonces";
+/// Resource samples reported by nodes.
+const SAMPLES: &str = "resource_samples";
+/// Largest distance between a validation's timestamp and server time.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// One PoOT validation (single or batch item), `poot_validations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ValidationRecord {
+    /// Validation id (`{batch_id}:{index}` for batch items, so re-runs write it once).
+    #[serde(rename = "_id")]
+    pub validation_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Score within 0.1–100.
+    pub is_valid: bool,
+    /// PoOT score.
+    pub score: f64,
+    /// 0.1–1.
+    pub confidence: f64,
+    /// Flagged for review.
+    pub suspicious: bool,
+    /// sha256 of the decoded output, hex.
+    pub output_hash: Option<String>,
+    /// Client timestamp.
+    #[schema(value_type = String)]
+    pub timestamp: bson::DateTime,
+    /// Client nonce.
+    pub nonce: String,
+    /// The node's type when validated.
+    pub node_type: Option<String>,
+    /// The node's pool when validated.
+    pub pool_id: Option<String>,
+    /// Time spent validating.
+    pub validation_time_ms: f64,
+    /// Why it failed, if it did.
+    pub errors: Vec<String>,
+    /// `succeeded` (scored; see `is_valid`) or `failed` (could not be validated).
+    pub status: String,
+    /// `LUCID_ERR_` code of a failed validation.
+    pub error_code: Option<String>,
+    /// When it was validated.
+    #[schema(value_type = String)]
+    pub validated_at: bson::DateTime,
+    /// Batch, for batch items.
+    pub batch_id: Option<String>,
+    /// Chunk, for batch items.
+    pub chunk_index: Option<u64>,
+    /// Position in the batch, for batch items.
+    pub item_index: Option<u64>,
+}
+
+/// Scores, history and records of PoOT validations. Node scores are cached
+/// briefly per process (a batch touches each node many times).
+#[derive(Debug, Clone)]
+pub struct Validator {
+    poot: PootRepo,
+    records: Collection<ValidationRecord>,
+    nonces: Collection<Document>,
+    samples: Collection<Document>,
+    nodes: Collection<Document>,
+    cache: Arc<Mutex<HashMap<String, (Instant, ScoreBreakdown, ScoreHistory)>>>,
+    cache_ttl: Duration,
+}
+
+fn number(d: &Document, k: &str) -> Option<f64> {
+    match d.get(k)? {
+        bson::Bson::Double(v) => Some(*v),
+        bson::Bson::Int32(v) => Some(f64::from(*v)),
+        bson::Bson::Int64(v) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+impl Validator {
+    /// A validator over `db`; `cache_ttl` 0 disables the score cache.
+    pub fn new(db: &Db, poot: PootRepo, cache_ttl: Duration) -> Self {
+        Self {
+            poot,
+            records: db.collection(collections::POOT_VALIDATIONS),
+            nonces: db.collection(NONCES),
+            samples: db.collection(SAMPLES),
+            nodes: db.collection(collections::NODES),
+            cache: Arc::default(),
+            cache_ttl,
+        }
+    }
+
+    /// The proofs repository.
+    pub fn poot(&self) -> &PootRepo {
+        &self.poot
+    }
+
+    /// Creates the indexes (nonces expire after a day).
+    pub async fn ensure_indexes(&self) -> Result<(), StorageError> {
+        self.poot.ensure_indexes().await?;
+        let day = Duration::from_secs(24 * 3600);
+        self.nonces
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "at": 1 })
+                    .options(IndexOptions::builder().expire_after(day).build())
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Mean CPU % and network Mbps from the node's resource samples since `since`.
+    async fn resource_averages(
+        &self,
+        node_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(f64, f64), StorageError> {
+        let since_ms = since.timestamp_millis();
+        let filter = doc! { "node_id": node_id, "ts_ms": { "$gte": since_ms } };
+        let pipeline = vec![
+            doc! { "$match": filter.clone() },
+            doc! { "$group": { "_id": bson::Bson::Null, "cpu": { "$avg": "$cpu.usage_percent" } } },
+        ];
+        let cpu = self
+            .samples
+            .aggregate(pipeline)
+            .await?
+            .try_next()
+            .await?
+            .and_then(|d| number(&d, "cpu"))
+            .unwrap_or(0.0);
+        let first = self
+            .samples
+            .find_one(filter.clone())
+            .sort(doc! { "ts_ms": 1 })
+            .await?;
+        let last = self
+            .samples
+            .find_one(filter)
+            .sort(doc! { "ts_ms": -1 })
+            .await?;
+        let net = match (first, last) {
+            (Some(a), Some(b)) => {
+                let bytes = |d: &Document| {
+                    let n = d.get_document("network").ok();
+                    n.map(|n| {
+                        number(n, "total_bytes_in").unwrap_or(0.0)
+                            + number(n, "total_bytes_out").unwrap_or(0.0)
+                    })
+                    .unwrap_or(0.0)
+                };
+                let secs = (number(&b, "ts_ms").unwrap_or(0.0)
+                    - number(&a, "ts_ms").unwrap_or(0.0))
+                    / 1000.0;
+                if secs > 0.0 {
+                    ((bytes(&b) - bytes(&a)).max(0.0) * 8.0 / 1e6) / secs
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+        Ok((cpu, net))
+    }
+
+    /// The node's recent validation scores.
+    async fn history(
+        &self,
+        node_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScoreHistory, StorageError> {
+        let since = bson::DateTime::from_millis(now.timestamp_millis() - 168 * 3600 * 1000);
+        let day_ago = bson::DateTime::from_millis(now.timestamp_millis() - 24 * 3600 * 1000);
+        let rows: Vec<Document> = self
+            .records
+            .clone_with_type::<Document>()
+            .find(doc! { "node_id": node_id, "validated_at": { "$gte": since }, "output_hash": { "$ne": bson::Bson::Null } })
+            .projection(doc! { "score": 1, "validated_at": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let mut h = ScoreHistory::default();
+        for r in rows {
+            let Some(s) = number(&r, "score") else {
+                continue;
+            };
+            if r.get_datetime("validated_at").is_ok_and(|t| *t >= day_ago) {
+                h.last_24h.push(s);
+            }
+            h.last_168h.push(s);
+        }
+        Ok(h)
+    }
+
+    /// The node's score and history now (cached for `cache_ttl`).
+    pub async fn score_and_history(
+        &self,
+        node_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(ScoreBreakdown, ScoreHistory), StorageError> {
+        if !self.cache_ttl.is_zero()
+            && let Some((at, s, h)) = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(node_id)
+            && at.elapsed() < self.cache_ttl
+        {
+            return Ok((s.clone(), h.clone()));
+        }
+        let mut inputs = self.poot.window(node_id, now).await?;
+        let since = now - chrono::Duration::seconds(self.poot.config().window_seconds as i64);
+        (inputs.cpu_utilisation_avg, inputs.network_mbps_avg) =
+            self.resource_averages(node_id, since).await?;
+        let breakdown = score(&inputs, self.poot.config());
+        let history = self.history(node_id, now).await?;
+        if !self.cache_ttl.is_zero() {
+            self.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(
+                    node_id.to_string(),
+                    (Instant::now(), breakdown.clone(), history.clone()),
+                );
+        }
+        Ok((breakdown, history))
+    }
+
+    /// Claims `nonce` for `validation_id`; false when another validation used it.
+    pub async fn claim_nonce(
+        &self,
+        node_id: &str,
+        nonce: &str,
+        validation_id: &str,
+    ) -> Result<bool, StorageError> {
+        let id = format!("{node_id}:{nonce}");
+        match self
+            .nonces
+            .insert_one(
+                doc! { "_id": &id, "validation_id": validation_id, "at": bson::DateTime::now() },
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => {
+                let existing = self.nonces.find_one(doc! { "_id": &id }).await?;
+                Ok(existing.is_some_and(|d| d.get_str("validation_id") == Ok(validation_id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Builds the record of a validation whose output hashed to `output_hash`.
+    pub fn record(
+        &self,
+        base: RecordBase,
+        breakdown: &ScoreBreakdown,
+        history: &ScoreHistory,
+        started: Instant,
+    ) -> ValidationRecord {
+        let a = assess(breakdown.score, history);
+        ValidationRecord {
+            validation_id: base.validation_id,
+            node_id: base.node_id,
+            is_valid: a.is_valid,
+            score: breakdown.score,
+            confidence: a.confidence,
+            suspicious: a.suspicious,
+            output_hash: Some(base.output_hash),
+            timestamp: base.timestamp,
+            nonce: base.nonce,
+            node_type: base.node_type,
+            pool_id: base.pool_id,
+            validation_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+            status: "succeeded".into(),
+            error_code: None,
+            errors: a.errors,
+            validated_at: bson::DateTime::now(),
+            batch_id: base.batch_id,
+            chunk_index: base.chunk_index,
+            item_index: base.item_index,
+        }
+    }
+
+    /// The record of an item that could not be validated (unknown node, bad input, replay).
+    pub fn failed(base: RecordBase, code: &str, message: String) -> ValidationRecord {
+        ValidationRecord {
+            validation_id: base.validation_id,
+            node_id: base.node_id,
+            is_valid: false,
+            score: 0.0,
+            confidence: 0.0,
+            suspicious: false,
+            output_hash: None,
+            timestamp: base.timestamp,
+            nonce: base.nonce,
+            node_type: base.node_type,
+            pool_id: base.pool_id,
+            validation_time_ms: 0.0,
+            errors: vec![message],
+            status: "failed".into(),
+            error_code: Some(code.to_string()),
+            validated_at: bson::DateTime::now(),
+            batch_id: base.batch_id,
+            chunk_index: base.chunk_index,
+            item_index: base.item_index,
+        }
+    }
+
+    /// Claims many nonces at once: returns, per item, whether its nonce is
+    /// its own (first use, or already claimed by the same validation id).
+    pub async fn claim_nonces(
+        &self,
+        claims: &[(String, String, String)],
+    ) -> Result<Vec<bool>, StorageError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = bson::DateTime::now();
+        let docs: Vec<Document> = claims
+            .iter()
+            .map(|(node, nonce, vid)| doc! { "_id": format!("{node}:{nonce}"), "validation_id": vid, "at": now })
+            .collect();
+        match self.nonces.insert_many(docs).ordered(false).await {
+            Ok(_) => return Ok(vec![true; claims.len()]),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ids: Vec<String> = claims
+            .iter()
+            .map(|(n, nonce, _)| format!("{n}:{nonce}"))
+            .collect();
+        let owners: HashMap<String, String> = self
+            .nonces
+            .find(doc! { "_id": { "$in": &ids } })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .into_iter()
+            .filter_map(|d| {
+                Some((
+                    d.get_str("_id").ok()?.to_string(),
+                    d.get_str("validation_id").ok()?.to_string(),
+                ))
+            })
+            .collect();
+        Ok(claims
+            .iter()
+            .zip(&ids)
+            .map(|((_, _, vid), id)| owners.get(id) == Some(vid))
+            .collect())
+    }
+
+    /// Stores records (each once) and moves each node's `poot_score` forward.
+    pub async fn store(&self, records: &[ValidationRecord]) -> Result<(), StorageError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self.records.insert_many(records).ordered(false).await {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut latest: HashMap<&str, &ValidationRecord> = HashMap::new();
+        // Only scored records (an input error has no output hash) move the node's score.
+        for r in records.iter().filter(|r| r.output_hash.is_some()) {
+            let e = latest.entry(r.node_id.as_str()).or_insert(r);
+            if r.validated_at > e.validated_at {
+                *e = r;
+            }
+        }
+        for (node, r) in latest {
+            self.nodes
+                .update_one(
+                    doc! { "_id": node, "$or": [{ "poot_scored_at": { "$lt": r.validated_at } }, { "poot_scored_at": bson::Bson::Null }] },
+                    doc! { "$set": { "poot_score": r.score, "poot_scored_at": r.validated_at } },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The node's latest validation.
+    pub async fn latest(&self, node_id: &str) -> Result<Option<ValidationRecord>, StorageError> {
+        Ok(self
+            .records
+            .find_one(doc! { "node_id": node_id, "output_hash": { "$ne": bson::Bson::Null } })
+            .sort(doc! { "validated_at": -1 })
+            .await?)
+    }
+
+    /// A page of a node's validations in `[start, end)`, newest first, and the total.
+    pub async fn history_page(
+        &self,
+        node_id: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        page: u64,
+        page_size: u64,
+    ) -> Result<(u64, Vec<ValidationRecord>), StorageError> {
+        let filter = doc! { "node_id": node_id, "validated_at": { "$gte": bson::DateTime::from_chrono(start), "$lt": bson::DateTime::from_chrono(end) } };
+        let total = self.records.count_documents(filter.clone()).await?;
+        let items = self
+            .records
+            .find(filter)
+            .sort(doc! { "validated_at": -1, "_id": 1 })
+            .skip((page - 1) * page_size)
+            .limit(page_size as i64)
+            .await?
+            .try_collect()
+            .await?;
+        Ok((total, items))
+    }
+}
+
+/// The identity of a validation, before it is scored.
+#[derive(Debug, Clone)]
+pub struct RecordBase {
+    /// Validation id.
+    pub validation_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// sha256 hex of the decoded output.
+    pub output_hash: String,
+    /// Client timestamp.
+    pub timestamp: bson::DateTime,
+    /// Client nonce.
+    pub nonce: String,
+    /// The node's type.
+    pub node_type: Option<String>,
+    /// The node's pool.
+    pub pool_id: Option<String>,
+    /// Batch context.
+    pub batch_id: Option<String>,
+    /// Batch context.
+    pub chunk_index: Option<u64>,
+    /// Batch context.
+    pub item_index: Option<u64>,
+}
+
+/// A validation as the API shows it (RFC 3339 times, `validation_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ValidationOut {
+    /// Validation id.
+    pub validation_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Score within 0.1–100.
+    pub is_valid: bool,
+    /// PoOT score.
+    pub score: f64,
+    /// 0.1–1.
+    pub confidence: f64,
+    /// Flagged for review.
+    pub suspicious: bool,
+    /// sha256 of the decoded output, hex.
+    pub output_hash: Option<String>,
+    /// Client timestamp.
+    pub timestamp: DateTime<Utc>,
+    /// Client nonce.
+    pub nonce: String,
+    /// The node's type when validated.
+    pub node_type: Option<String>,
+    /// The node's pool when validated.
+    pub pool_id: Option<String>,
+    /// Time spent validating.
+    pub validation_time_ms: f64,
+    /// Why it failed or is invalid.
+    pub errors: Vec<String>,
+    /// `succeeded` (scored; see `is_valid`) or `failed` (could not be validated).
+    pub status: String,
+    /// `LUCID_ERR_` code of a failed validation.
+    pub error_code: Option<String>,
+    /// When it was validated.
+    pub validated_at: DateTime<Utc>,
+    /// Batch, for batch items.
+    pub batch_id: Option<String>,
+    /// Chunk, for batch items.
+    pub chunk_index: Option<u64>,
+    /// Position in the batch, for batch items.
+    pub item_index: Option<u64>,
+}
+
+impl From<ValidationRecord> for ValidationOut {
+    fn from(r: ValidationRecord) -> Self {
+        Self {
+            validation_id: r.validation_id,
+            node_id: r.node_id,
+            is_valid: r.is_valid,
+            score: r.score,
+            confidence: r.confidence,
+            suspicious: r.suspicious,
+            output_hash: r.output_hash,
+            timestamp: r.timestamp.to_chrono(),
+            nonce: r.nonce,
+            node_type: r.node_type,
+            pool_id: r.pool_id,
+            validation_time_ms: r.validation_time_ms,
+            errors: r.errors,
+            status: r.status,
+            error_code: r.error_code,
+            validated_at: r.validated_at.to_chrono(),
+            batch_id: r.batch_id,
+            chunk_index: r.chunk_index,
+            item_index: r.item_index,
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The 100,000-item PoOT batch benchmark (issue 4).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::TryStreamExt;
+use lucid_jobs::{
+    config::Settings,
+    poot::{
+        proof::{ProofIn, ProofKind},
+        repo::PootRepo,
+        score::ScoringConfig,
+        validation::ValidationRecord,
+    },
+    storage::Db,
+};
+use mongodb::bson::{Document, doc};
+use secrecy::ExposeSecret;
+
+const ITEMS: usize = 100_000;
+const NODES: usize = 1_000;
+const PROOFS_PER_NODE: u64 = 60;
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("lucid-worker-e2e");
+    anyhow::ensure!(
+        path.exists(),
+        "{} missing: build with `cargo build --release -p lucid-e2e`",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run() -> anyhow::Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let settings = Settings {
+        node_api_host: "127.0.0.1".into(),
+        node_api_port: 0,
+        database_name: format!("bench_poot_{}", &id[..8]),
+        queue_prefix: format!("bench_poot_{}", &id[..8]),
+        log_level: "error".into(),
+        ..Settings::default()
+    };
+    let db = Db::connect(
+        settings.mongodb_url.expose_secret(),
+        &settings.database_name,
+    )
+    .await?;
+    db.ensure_indexes().await?;
+
+    // Nodes and a proof history (uptime beacons and relays over recent slots).
+    let nodes: Vec<Document> = (0..NODES)
+        .map(|i| doc! { "_id": format!("node_bench_{i}"), "name": format!("bench {i}"), "status": "active",
+                        "node_type": if i % 2 == 0 { "worker" } else { "validator" } })
+        .collect();
+    db.collection::<Document>("nodes")
+        .insert_many(nodes)
+        .await?;
+    let repo = PootRepo::new(&db, ScoringConfig::default());
+    repo.ensure_indexes().await?;
+    let now_slot = chrono::Utc::now().timestamp() as u64 / 120;
+    for i in 0..NODES {
+        let proofs: Vec<ProofIn> = (0..PROOFS_PER_NODE)
+            .map(|k| ProofIn {
+                slot: now_slot - k,
+                kind: if k % 3 == 0 {
+                    ProofKind::RelayBandwidth {
+                        bytes: 20 << 20,
+                        sessions: 2,
+                        duration_seconds: None,
+                    }
+                } else {
+                    ProofKind::UptimeBeacon { seconds: 120 }
+                },
+                signature: String::new(),
+            })
+            .collect();
+        repo.insert(&format!("node_bench_{i}"), &proofs).await?;
+    }
+
+    let api = lucid_api::Application::build(settings.clone())
+        .await
+        .context("build API")?;
+    let base = format!("http://127.0.0.1:{}", api.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(api.run_until_stopped(stop.clone()));
+    let worker = worker_binary()?;
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        let child = tokio::process::Command::new(&worker)
+            .env("LUCID_DATABASE_NAME", &settings.database_name)
+            .env("LUCID_QUEUE_PREFIX", &settings.queue_prefix)
+            .env("LUCID_WORKER_HEALTH_PORT", "0")
+            .env("LUCID_WORKER_NAME", format!("bench-{w}"))
+            .env("LUCID_LOG_LEVEL", "error")
+            .kill_on_drop(true)
+            .spawn()?;
+        workers.push(child);
+    }
+
+    let ts = chrono::Utc::now().to_rfc3339();
+    let items: Vec<serde_json::Value> = (0..ITEMS)
+        .map(|i| serde_json::json!({ "node_id": format!("node_bench_{}", i % NODES), "output_data": "cHJvb2Ygb2Ygd29yaw==",
+                                     "timestamp": ts, "nonce": format!("bench-{i}") }))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "validations": items }))?;
+    let client = reqwest::Client::new();
+    let t = Instant::now();
+    let accepted: serde_json::Value = client
+        .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let status_url = accepted["status_url"]
+        .as_str()
+        .context("status_url")?
+        .to_string();
+    let view = loop {
+        let v: serde_json::Value = client
+            .get(format!("{base}{status_url}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if !matches!(v["status"].as_str(), Some("queued" | "running")) {
+            break v;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(1800),
+            "batch did not finish in 30 min: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed = t.elapsed();
+    let rss: Vec<Option<u64>> = workers
+        .iter()
+        .map(|c| c.id().and_then(peak_rss_kib))
+        .collect();
+    let stored = db
+        .collection::<Document>("poot_validations")
+        .count_documents(doc! {})
+        .await?;
+    anyhow::ensure!(
+        stored == ITEMS as u64,
+        "stored {stored} results, expected {ITEMS}"
+    );
+
+    // Baseline: the same documents, raw insert_many in chunks of the same size.
+    let sample: Vec<ValidationRecord> = db
+        .collection::<ValidationRecord>("poot_validations")
+        .find(doc! {})
+        .limit(ITEMS as i64)
+        .await?
+        .try_collect()
+        .await?;
+    let scratch = db.collection::<ValidationRecord>("bench_baseline");
+    let t = Instant::now();
+    for chunk in sample.chunks(settings.batch_chunk_size) {
+        scratch.insert_many(chunk).await?;
+    }
+    let baseline = t.elapsed();
+
+    let rate = ITEMS as f64 / elapsed.as_secs_f64();
+    let base_rate = ITEMS as f64 / baseline.as_secs_f64();
+    println!(
+        "poot batch: {ITEMS} items over {NODES} nodes ({PROOFS_PER_NODE} proofs each), 2 worker processes"
+    );
+    println!(
+        "  submit -> all results in MongoDB: {elapsed:?} = {rate:.0} items/s (status {})",
+        view["status"]
+    );
+    println!(
+        "  baseline raw insert_many of the same documents: {baseline:?} = {base_rate:.0} docs/s"
+    );
+    println!("  ratio: {:.2} (target >= 0.80)", rate / base_rate);
+    for (i, r) in rss.iter().enumerate() {
+        println!(
+            "  worker {i} peak RSS: {} (target < 64 MiB)",
+            r.map_or("unknown".into(), |k| format!(
+                "{:.1} MiB",
+                k as f64 / 1024.0
+            ))
+        );
+    }
+    stop.cancel();
+    for mut w in workers {
+        let _ = w.kill().await;
+    }
+    let _ = db.database().drop().await;
+    let queue =
+        lucid_jobs::queue::Queue::connect(settings.redis_url.expose_secret(), settings.queue())
+            .await?;
+    queue.delete_prefix(&settings.queue_prefix).await?;
+    Ok(())
+}
