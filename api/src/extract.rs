@@ -48,6 +48,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ValidPa
 
 /// Pagination query: `page` (from 1) and `page_size` (1..=100, default 20).
 #[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Pagination {
     /// Page number, from 1.
     pub page: Option<u64>,

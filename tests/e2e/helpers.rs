@@ -241,10 +241,11 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
-        // Drop the test's database and Redis keys on a helper thread (Drop cannot await).
-        let db = self.db.clone();
-        let queue = self.queue.clone();
-        let prefix = self.settings.queue_prefix.clone();
+        // Drop the test's database and Redis keys on a helper thread (Drop cannot
+        // await). It opens its own connections: the test's handles are driven by
+        // the test's runtime, which is blocked here (a current-thread runtime
+        // would deadlock).
+        let settings = self.settings.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -253,8 +254,19 @@ impl Drop for TestApp {
                 return;
             };
             rt.block_on(async move {
-                let _ = db.drop().await;
-                let _ = queue.delete_prefix(&prefix).await;
+                let cleanup = async {
+                    if let Ok(client) =
+                        mongodb::Client::with_uri_str(settings.mongodb_url.expose_secret()).await
+                    {
+                        let _ = client.database(&settings.database_name).drop().await;
+                    }
+                    if let Ok(queue) =
+                        Queue::connect(settings.redis_url.expose_secret(), settings.queue()).await
+                    {
+                        let _ = queue.delete_prefix(&settings.queue_prefix).await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(20), cleanup).await;
             });
         })
         .join();

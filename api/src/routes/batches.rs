@@ -129,6 +129,7 @@ pub async fn get_batch(
 
 /// Filter of the item listing.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ItemsQuery {
     /// `succeeded` or `failed`.
     pub status: Option<String>,

@@ -158,6 +158,7 @@ pub struct NodePage {
 
 /// Filters and pagination of the node listing.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NodeQuery {
     /// Status.

@@ -116,6 +116,7 @@ pub struct AddNodeIn {
 
 /// `?force=true` detaches the pool's nodes on delete.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// Detach the pool's nodes instead of refusing.

@@ -299,6 +299,7 @@ pub async fn latest_score(
 
 /// Time range and pagination of the history.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Start (default: 7 days ago).
@@ -367,6 +368,7 @@ pub(crate) fn time_range(
 
 /// Time range of the statistics.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RangeQuery {
     /// Start (default: 7 days ago).

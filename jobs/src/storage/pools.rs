@@ -14,6 +14,18 @@ use serde::{Deserialize, Serialize};
 use super::{Db, StorageError, collections, is_duplicate_key, nodes::NodeDoc};
 use crate::domain::{node::ResourceLimits, pool::AutoScaling};
 
+/// Transaction attempts before a conflict is reported as an error.
+const MAX_TXN_ATTEMPTS: u64 = 40;
+
+/// A conflict that a retry of the whole transaction resolves: labelled
+/// `TransientTransactionError`, or a bare `WriteConflict` (112).
+fn is_transient(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 112 || c.code == 251)
+        || matches!(e.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 112)
+}
+
 /// A pool as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolDoc {
@@ -125,7 +137,8 @@ impl PoolRepo {
         Ok((total, items))
     }
 
-    /// Runs `op` in a transaction, retrying transient conflicts.
+    /// Runs `op` in a transaction, retrying transient conflicts (write
+    /// conflicts with a concurrent membership change) with jittered backoff.
     async fn in_transaction<T, F>(&self, mut op: F) -> Result<T, MembershipError>
     where
         F: for<'s> FnMut(
@@ -134,7 +147,7 @@ impl PoolRepo {
         ) -> futures::future::BoxFuture<'s, Result<T, MembershipError>>,
     {
         let mut session = self.db.database().client().start_session().await?;
-        let mut attempt = 0;
+        let mut attempt: u64 = 0;
         loop {
             attempt += 1;
             session.start_transaction().await?;
@@ -144,18 +157,18 @@ impl PoolRepo {
                         Ok(()) => return Ok(v),
                         Err(e)
                             if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-                                && attempt < 10 =>
+                                && attempt < MAX_TXN_ATTEMPTS =>
                         {
                             continue;
                         }
-                        Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < 10 => {
+                        Err(e) if is_transient(&e) && attempt < MAX_TXN_ATTEMPTS => {
                             break;
                         }
                         Err(e) => return Err(e.into()),
                     }
                 },
                 Err(MembershipError::Storage(StorageError::Mongo(e)))
-                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < 10 =>
+                    if is_transient(&e) && attempt < MAX_TXN_ATTEMPTS =>
                 {
                     let _ = session.abort_transaction().await;
                 }
@@ -164,7 +177,8 @@ impl PoolRepo {
                     return Err(e);
                 }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+            let jitter = rand::random::<u64>() % (5 * attempt + 1);
+            tokio::time::sleep(std::time::Duration::from_millis(2 * attempt + jitter)).await;
         }
     }
 
