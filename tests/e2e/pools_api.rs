@@ -64,7 +64,7 @@ async fn total_pools(app: &TestApp) -> Value {
 // Create, read, duplicates
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_a_pool_returns_201_with_its_defaults_and_get_returns_the_same() {
     let app = app().await;
     let created = create_pool(
@@ -121,7 +121,7 @@ async fn creating_a_pool_returns_201_with_its_defaults_and_get_returns_the_same(
     assert_eq!(get_pool(&app, "pool_full_body").await, created);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_id_is_generated_when_absent_and_the_collection_answers_without_a_trailing_slash() {
     let app = app().await;
     let r = app
@@ -146,7 +146,7 @@ async fn a_pool_id_is_generated_when_absent_and_the_collection_answers_without_a
     assert_eq!(listing["items"][0], created);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_a_pool_with_a_duplicate_id_returns_409_lucid_err_5008_and_keeps_the_original() {
     let app = app().await;
     let original = create_pool(
@@ -191,7 +191,7 @@ async fn creating_a_pool_with_a_duplicate_id_returns_409_lucid_err_5008_and_keep
 // Not found, malformed ids, validation
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pool_endpoint_returns_404_lucid_err_5002_for_an_unknown_pool() {
     let app = app().await;
     nodes(&app, &["node_real"]).await;
@@ -232,7 +232,7 @@ async fn every_pool_endpoint_returns_404_lucid_err_5002_for_an_unknown_pool() {
     assert_eq!(total_pools(&app).await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_pool_and_node_ids_return_422_naming_the_field() {
     let app = app().await;
     create_pool(&app, &PoolBuilder::new().id("pool_ok").build()).await;
@@ -293,7 +293,7 @@ async fn malformed_pool_and_node_ids_return_422_naming_the_field() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_pool_field_returns_422_lucid_err_4220_naming_exactly_that_field() {
     let app = app().await;
     let policy = |up: f64, down: f64, min: u64, max: u64| {
@@ -453,7 +453,7 @@ async fn each_bad_pool_field_returns_422_lucid_err_4220_naming_exactly_that_fiel
 // Update
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updating_a_pool_replaces_the_given_fields_and_a_rejected_update_changes_nothing() {
     let app = app().await;
     let created = create_pool(&app, &PoolBuilder::new().id("pool_upd").build()).await;
@@ -497,7 +497,7 @@ async fn updating_a_pool_replaces_the_given_fields_and_a_rejected_update_changes
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lowering_max_nodes_below_the_node_count_returns_409_and_down_to_the_count_succeeds() {
     let app = app().await;
     nodes(&app, &["node_m1", "node_m2", "node_m3", "node_m4"]).await;
@@ -545,7 +545,7 @@ async fn lowering_max_nodes_below_the_node_count_returns_409_and_down_to_the_cou
 // Membership
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_and_removing_nodes_keeps_node_count_derived() {
     let app = app().await;
     nodes(&app, &["node_a", "node_b", "node_c"]).await;
@@ -589,7 +589,7 @@ async fn adding_and_removing_nodes_keeps_node_count_derived() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_an_unknown_node_returns_404_lucid_err_5001_and_removing_one_too() {
     let app = app().await;
     create_pool(&app, &PoolBuilder::new().id("pool_u").build()).await;
@@ -602,7 +602,7 @@ async fn adding_an_unknown_node_returns_404_lucid_err_5001_and_removing_one_too(
     assert_eq!(get_pool(&app, "pool_u").await["node_count"], 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_node_to_a_full_pool_returns_409_lucid_err_5009() {
     let app = app().await;
     nodes(&app, &["node_f1", "node_f2", "node_f3"]).await;
@@ -628,7 +628,7 @@ async fn adding_a_node_to_a_full_pool_returns_409_lucid_err_5009() {
         .expect(200, "room again");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_in_at_most_one_pool_adding_it_to_a_second_returns_409_lucid_err_5009() {
     let app = app().await;
     nodes(&app, &["node_one"]).await;
@@ -658,7 +658,7 @@ async fn a_node_is_in_at_most_one_pool_adding_it_to_a_second_returns_409_lucid_e
         .expect(200, "second");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_pool_with_nodes_returns_409_unless_force_true_detaches_them() {
     let app = app().await;
     nodes(&app, &["node_d1", "node_d2", "node_out"]).await;
@@ -733,7 +733,7 @@ async fn deleting_a_pool_with_nodes_returns_409_unless_force_true_detaches_them(
     assert_eq!(total_pools(&app).await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pools_paginates_with_derived_node_counts() {
     let app = app().await;
     nodes(&app, &["node_l1", "node_l2", "node_l3"]).await;

@@ -219,13 +219,11 @@ async fn validate_ok(app: &TestApp, node_id: &str) -> Value {
         .clone()
 }
 
-/// A validation record's id (`validation_id`; the records currently come
-/// out as `_id`, see `validation_records_name_their_id_validation_id_and_carry_rfc3339_times`).
+/// A validation record's `validation_id`.
 fn id_of(record: &Value) -> String {
     record["validation_id"]
         .as_str()
-        .or_else(|| record["_id"].as_str())
-        .expect("validation id")
+        .unwrap_or_else(|| panic!("validation_id: {record}"))
         .to_string()
 }
 
@@ -346,6 +344,20 @@ async fn a_duplicate_proof_for_the_same_node_slot_and_type_is_answered_409_and_s
         3
     );
     assert_eq!(count(&app, "poot_proofs", doc! { "_id": &id }).await, 1);
+
+    // The same proof twice in one request is stored once, too.
+    let twice = signed(&node.secret, slot - 2, validated(3));
+    let r = post_proofs(&app, &node.id, &json!({ "proofs": [twice.clone(), twice] })).await;
+    let b = r.expect(201, "one request, same proof twice");
+    assert_eq!(
+        (b["accepted"].clone(), b["duplicates"].clone()),
+        (json!(1), json!([1])),
+        "{b}"
+    );
+    assert_eq!(
+        count(&app, "poot_proofs", doc! { "node_id": &node.id }).await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -507,8 +519,63 @@ async fn calculate_returns_each_component_and_the_score_of_the_formula_for_a_kno
     assert_close(&c["session_hours"], 5.5, "session_hours");
     // 0.25·55 + 0.20·37 + 3.75 + 2.5 + 5 = 13.75 + 7.4 + 11.25 = 32.4
     assert_eq!(f(&c["score"]), 32.4, "{c}");
+
+    // A proof older than the 7-day window (5,040 slots) is stored but not counted.
+    let old = signed(&node.secret, now - WINDOW_SLOTS - 10, validated(10));
+    submit_all(&app, &node.id, &[old]).await;
+    let again = calculate(&app, &node.id).await;
+    assert_eq!(again["credits"], 37, "{again}");
+    assert_eq!(f(&again["score"]), 32.4, "{again}");
     // Recalculating writes no validation.
     assert_eq!(count(&app, "poot_validations", doc! {}).await, 0);
+}
+
+/// A resource sample (issue 3's body) at `t` with `cpu` % and network counters.
+fn resource_sample(t: DateTime<Utc>, cpu: f64, bytes_in: u64, bytes_out: u64) -> Value {
+    const GIB: u64 = 1 << 30;
+    json!({
+        "timestamp": rfc3339(t),
+        "cpu": { "usage_percent": cpu, "cores": 8, "frequency_mhz": 2400.0, "load_average": [0.5, 0.4, 0.3] },
+        "memory": { "total": 4 * GIB, "used": GIB, "free": 3 * GIB, "cached": 0, "swap_total": GIB, "swap_used": 0 },
+        "disk": { "total": 1000 * GIB, "used": 250 * GIB, "free": 750 * GIB, "read_iops": 1.0, "write_iops": 1.0,
+                  "read_throughput_mbps": 1.0, "write_throughput_mbps": 1.0 },
+        "network": { "total_bytes_in": bytes_in, "total_bytes_out": bytes_out, "packets_in": 1, "packets_out": 1,
+                     "errors_in": 0, "errors_out": 0 },
+    })
+}
+
+#[tokio::test]
+async fn cpu_and_network_components_come_from_the_nodes_resource_samples_in_the_window() {
+    let app = api_only().await;
+    let node = create_node(&app, "compute").await;
+    give_work(&app, &node, 0).await;
+    let now = Utc::now();
+    for body in [
+        // Outside the window: would pull the average up to 66.67 % if counted.
+        resource_sample(now - chrono::Duration::days(8), 100.0, 0, 0),
+        resource_sample(now - chrono::Duration::seconds(100), 40.0, 0, 0),
+        // 1.25e9 bytes in 100 s = 1e10 bits / 100 s = 100 Mbps.
+        resource_sample(now, 60.0, 1_000_000_000, 250_000_000),
+    ] {
+        app.api_call(
+            Method::POST,
+            &format!("/api/v1/nodes/{}/resources", node.id),
+            Some(&body),
+        )
+        .await
+        .expect(201, "report resources");
+    }
+    let c = calculate(&app, &node.id).await;
+    assert_close(&c["cpu_utilisation_avg"], 50.0, "cpu mean of 40 and 60");
+    assert_close(&c["network_mbps_avg"], 100.0, "network Mbps");
+    assert_close(&c["components"][2], 0.15 * 50.0, "cpu points");
+    assert_close(
+        &c["components"][3],
+        0.10 * 10.0,
+        "network points (100 Mbps / 10)",
+    );
+    // 29.75 + 7.5 + 1.0
+    assert_eq!(f(&c["score"]), 38.25, "{c}");
 }
 
 #[tokio::test]
@@ -774,7 +841,6 @@ async fn a_score_far_from_the_24h_average_is_flagged_suspicious() {
 }
 
 #[tokio::test]
-#[ignore = "bug: ValidationRecord serializes its id as `_id` and its times as extended JSON `{\"$date\":{\"$numberLong\":…}}` (jobs/src/poot/validation.rs ValidationRecord: #[serde(rename = \"_id\")] and bson::DateTime fields reused as the API body)"]
 async fn validation_records_name_their_id_validation_id_and_carry_rfc3339_times() {
     let app = api_only().await;
     let node = create_node(&app, "worker").await;
@@ -1155,6 +1221,9 @@ async fn a_batch_with_the_real_model_fails_exactly_the_bad_items_and_scores_the_
         .collect();
     assert_eq!(got, want, "{failed}");
     for r in failed["items"].as_array().expect("items") {
+        let i = r["item_index"].as_u64().expect("item_index");
+        assert_eq!(id_of(r), format!("{batch_id}:{i:06}"), "{r}");
+        assert_eq!(r["status"], "failed", "{r}");
         assert_eq!(r["is_valid"], false, "{r}");
         assert_eq!(r["output_hash"], Value::Null, "{r}");
         assert!(!r["errors"].as_array().expect("errors").is_empty(), "{r}");

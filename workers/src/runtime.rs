@@ -127,7 +127,7 @@ impl Application {
             stop.clone(),
             callback_handler,
         );
-        let heartbeat = heartbeat(self.ctx.queue.clone(), self.name.clone(), stop.clone());
+        let heartbeat = heartbeat(self.ctx.clone(), self.name.clone(), stop.clone());
         let drain_flag = async {
             stop.cancelled().await;
             draining.store(true, Ordering::Relaxed);
@@ -142,7 +142,10 @@ impl Application {
     }
 }
 
-async fn heartbeat(queue: Queue, name: String, stop: CancellationToken) {
+/// Registry heartbeat, plus the sweep that records chunks that died outside
+/// their handler (so their batches finish).
+async fn heartbeat(ctx: JobContext, name: String, stop: CancellationToken) {
+    let queue = ctx.queue.clone();
     let ttl = queue.config().visibility_timeout;
     let mut tick = tokio::time::interval(ttl / 3);
     loop {
@@ -152,6 +155,9 @@ async fn heartbeat(queue: Queue, name: String, stop: CancellationToken) {
         }
         if let Err(e) = queue.heartbeat_worker(&name, ALL_QUEUES, ttl).await {
             tracing::warn!(error = %e, "worker heartbeat failed");
+        }
+        if let Err(e) = lucid_jobs::poot::sweep_dead_chunks(&ctx).await {
+            tracing::warn!(error = %format!("{e:#}"), "sweeping dead chunks failed");
         }
     }
 }

@@ -296,8 +296,15 @@ pub async fn handle_chunk(
     };
     let permanent = e.downcast_ref::<crate::queue::PermanentError>().is_some();
     if permanent || lease.attempt >= lease.max_attempts {
-        if let Err(record) =
-            record_dead_chunk(ctx, &batch_id, chunk_index, len, lease, &format!("{e:#}")).await
+        if let Err(record) = record_dead_chunk(
+            ctx,
+            &batch_id,
+            chunk_index,
+            len,
+            lease.attempt,
+            &format!("{e:#}"),
+        )
+        .await
         {
             tracing::error!(error = %format!("{record:#}"), %batch_id, chunk_index, "could not record a dead chunk");
         }
@@ -305,12 +312,60 @@ pub async fn handle_chunk(
     Err(e)
 }
 
+/// Dead chunks the handler never saw (undecodable payload, worker lost on
+/// the last attempt) are recorded from the dead letters: called periodically
+/// by every worker; idempotent. Returns how many chunks it recorded.
+pub async fn sweep_dead_chunks(ctx: &JobContext) -> anyhow::Result<usize> {
+    let (_, dead) = ctx
+        .queue
+        .dead_jobs(POOT_VALIDATION_QUEUE, 0, 500)
+        .await
+        .context("list dead chunks")?;
+    let mut recorded = 0;
+    for job in dead {
+        let Some(batch_id) = job.batch_id.as_deref() else {
+            continue;
+        };
+        let Some(index) = job
+            .job_id
+            .rsplit_once("-c")
+            .and_then(|(_, i)| i.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if job.job_id != chunk_job_id(batch_id, index) {
+            continue;
+        }
+        let Some(batch) = ctx.batches.get(batch_id).await.context("load batch")? else {
+            continue;
+        };
+        if batch.status.is_final() {
+            continue;
+        }
+        let error = job
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "chunk job is dead".into());
+        record_dead_chunk(
+            ctx,
+            batch_id,
+            index,
+            batch.chunk_len(index),
+            job.attempts,
+            &error,
+        )
+        .await?;
+        recorded += 1;
+    }
+    Ok(recorded)
+}
+
 async fn record_dead_chunk(
     ctx: &JobContext,
     batch_id: &str,
     chunk_index: u64,
     len: u64,
-    lease: &JobLease,
+    attempt: u32,
     error: &str,
 ) -> anyhow::Result<()> {
     let Some(batch) = ctx.batches.get(batch_id).await.context("load batch")? else {
@@ -332,7 +387,7 @@ async fn record_dead_chunk(
             status: "dead".into(),
             succeeded,
             failed: len.saturating_sub(succeeded),
-            attempt: lease.attempt,
+            attempt,
             error: Some(error.chars().take(1000).collect()),
             finished_at: bson::DateTime::now(),
         })

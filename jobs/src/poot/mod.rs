@@ -13,5 +13,8 @@ pub mod score;
 pub mod stats;
 pub mod validation;
 
-pub use chunk::{BATCH_KIND, JOB_NAME, PootValidationJob, handle_chunk, run_chunk, submit_batch};
+pub use chunk::{
+    BATCH_KIND, JOB_NAME, PootValidationJob, handle_chunk, run_chunk, submit_batch,
+    sweep_dead_chunks,
+};
 pub use item::*;

@@ -262,3 +262,25 @@ async fn alerts_are_listed_newest_first_paginated_with_totals_and_filtered_by_st
     .await;
     assert_eq!(fields(&err), ["page_size"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reports_open_at_most_one_active_alert_per_metric() {
+    let app = app().await;
+    let node = app.create_node_with_network_limit(0).await;
+    let t0 = Utc::now() - TimeDelta::minutes(10);
+    let reports = (0..8).map(|i| {
+        let body = sample(Some(t0 + TimeDelta::seconds(i)), 75.0);
+        let app = &app;
+        let node = node.as_str();
+        async move { report(app, node, &body).await }
+    });
+    futures::future::join_all(reports).await;
+    let active = app
+        .get_json(&format!("{}/alerts?state=active", resources(&node)), 200)
+        .await;
+    assert_eq!(active["total"], 1, "{active}");
+    let all = app
+        .get_json(&format!("{}/alerts", resources(&node)), 200)
+        .await;
+    assert_eq!(all["total"], 1, "{all}");
+}
