@@ -345,6 +345,16 @@ async fn a_duplicate_proof_for_the_same_node_slot_and_type_is_answered_409_and_s
     );
     assert_eq!(count(&app, "poot_proofs", doc! { "_id": &id }).await, 1);
 
+    // A list of nothing but duplicates is a conflict.
+    let r = post_proofs(
+        &app,
+        &node.id,
+        &json!({ "proofs": [list["proofs"][0].clone(), list["proofs"][2].clone()] }),
+    )
+    .await;
+    let e = r.expect_error(409, "LUCID_ERR_4090");
+    assert_eq!(e["details"]["duplicates"], json!([0, 1]), "{e}");
+
     // The same proof twice in one request is stored once, too.
     let twice = signed(&node.secret, slot - 2, validated(3));
     let r = post_proofs(&app, &node.id, &json!({ "proofs": [twice.clone(), twice] })).await;
@@ -699,6 +709,26 @@ async fn a_replayed_nonce_is_answered_409_and_nonces_are_per_node() {
     validate(&app, &b.id, &body).await.expect(201, "other node");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_validations_with_one_nonce_and_concurrent_copies_of_one_proof_succeed_once() {
+    let app = api_only().await;
+    let node = create_node(&app, "worker").await;
+    let body = validate_body(b"race", "raced-nonce", Utc::now());
+    let replies = futures::future::join_all((0..8).map(|_| validate(&app, &node.id, &body))).await;
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(count(&app, "poot_validations", doc! {}).await, 1);
+
+    let proof = signed(&node.secret, now_slot() - 1, beacon(120));
+    let replies =
+        futures::future::join_all((0..8).map(|_| post_proofs(&app, &node.id, &proof))).await;
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(count(&app, "poot_proofs", doc! {}).await, 1);
+}
+
 #[tokio::test]
 async fn a_timestamp_more_than_5_minutes_from_server_time_is_refused_422() {
     let app = api_only().await;
@@ -741,6 +771,12 @@ async fn output_that_is_not_base64_or_larger_than_max_output_bytes_is_refused_42
     r.expect_error(422, "LUCID_ERR_4220");
     assert_eq!(r.error_fields(), ["output_data"]);
     assert_eq!(count(&app, "poot_validations", doc! {}).await, 0);
+
+    for bad_nonce in [String::new(), "n".repeat(129)] {
+        let r = validate(&app, &node.id, &validate_body(b"x", &bad_nonce, Utc::now())).await;
+        r.expect_error(422, "LUCID_ERR_4220");
+        assert_eq!(r.error_fields(), ["nonce"]);
+    }
 
     // Exactly the limit is fine, and the refused requests did not use the nonce.
     let r = validate(
@@ -938,7 +974,7 @@ async fn history_is_newest_first_paginated_and_limited_to_the_time_range() {
     let p2 = app
         .get_json(&format!("{base}?page_size=2&page=2"), 200)
         .await;
-    assert_eq!(ids(&p2), [v1.clone()]);
+    assert_eq!(ids(&p2), std::slice::from_ref(&v1));
     let p3 = app
         .get_json(&format!("{base}?page_size=2&page=3"), 200)
         .await;
@@ -1082,7 +1118,7 @@ async fn statistics_give_count_rates_mean_and_percentiles_overall_by_pool_and_by
     assert_eq!(s["overall"]["count"], 8, "{s}");
 
     // Groups sorted by key, `null` (no pool) first.
-    let mut pools = vec![p1.clone(), p2.clone()];
+    let mut pools = [p1.clone(), p2.clone()];
     pools.sort();
     let by_pool = s["by_pool"].as_array().expect("by_pool");
     assert_eq!(by_pool.len(), 3, "{s}");
@@ -1269,4 +1305,62 @@ async fn a_batch_with_the_real_model_fails_exactly_the_bad_items_and_scores_the_
         .expect_error(409, "LUCID_ERR_4090");
     let node = app.get_json(&format!("/api/v1/nodes/{}", e2.id), 200).await;
     assert_eq!(f(&node["poot_score"]), score2, "{node}");
+}
+
+/// Submits a batch of one item of `node` and returns that item's record.
+async fn one_item_batch(app: &TestApp, node_id: &str) -> Value {
+    let body = json!({ "validations": [item(node_id, &b64(b"out"), &nonce(), Utc::now())] });
+    let batch_id = app.submit_batch(&body).await;
+    let batch = app.wait_for_batch(&batch_id, Duration::from_secs(30)).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    let items = app
+        .get_json(&format!("/api/v1/batches/{batch_id}/items"), 200)
+        .await;
+    items["items"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_item_is_judged_against_the_validations_of_an_earlier_batch() {
+    let app = spawn_app_with(test_settings(), 1).await;
+    let node = create_node(&app, "worker").await;
+    give_work(&app, &node, 0).await;
+
+    let first = one_item_batch(&app, &node.id).await;
+    assert_eq!(
+        (f(&first["score"]), f(&first["confidence"])),
+        (29.75, 0.5),
+        "{first}"
+    );
+    // Now the node has one validation at 29.75: the same score again → 1.0.
+    let second = one_item_batch(&app, &node.id).await;
+    assert_eq!(f(&second["score"]), 29.75, "{second}");
+    assert_eq!(
+        f(&second["confidence"]),
+        1.0,
+        "history [29.75], std 0, equal score: {second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_scores_the_proofs_submitted_since_an_earlier_batch_like_calculate() {
+    let app = spawn_app_with(test_settings(), 1).await;
+    let node = create_node(&app, "worker").await;
+    give_work(&app, &node, 0).await;
+
+    let first = one_item_batch(&app, &node.id).await;
+    assert_eq!(f(&first["score"]), 29.75, "{first}");
+    submit_all(
+        &app,
+        &node.id,
+        &[signed(&node.secret, now_slot() - 7, storage(0.0, 5))],
+    )
+    .await;
+    let want = f(&calculate(&app, &node.id).await["score"]);
+    assert_eq!(want, 31.75);
+    let second = one_item_batch(&app, &node.id).await;
+    assert_eq!(f(&second["score"]), want, "{second}");
+    let got = app
+        .get_json(&format!("/api/v1/nodes/{}", node.id), 200)
+        .await;
+    assert_eq!(f(&got["poot_score"]), want, "{got}");
 }

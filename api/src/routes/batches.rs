@@ -65,12 +65,21 @@ pub async fn batch_validate(
         .validations
         .iter()
         .enumerate()
-        .filter(|(_, v)| !(1970..=9999).contains(&chrono::Datelike::year(&v.timestamp)))
-        .take(20)
-        .map(|(i, _)| crate::error::FieldError {
-            field: format!("validations[{i}].timestamp"),
-            message: "must be between 1970 and 9999".into(),
+        .flat_map(|(i, v)| {
+            let time =
+                (!(1970..=9999).contains(&chrono::Datelike::year(&v.timestamp))).then(|| {
+                    crate::error::FieldError {
+                        field: format!("validations[{i}].timestamp"),
+                        message: "must be between 1970 and 9999".into(),
+                    }
+                });
+            let nonce = (!(1..=128).contains(&v.nonce.len())).then(|| crate::error::FieldError {
+                field: format!("validations[{i}].nonce"),
+                message: "must be 1 to 128 characters".into(),
+            });
+            time.into_iter().chain(nonce)
         })
+        .take(20)
         .collect();
     if !bad_times.is_empty() {
         return Err(ApiError::validation(bad_times));

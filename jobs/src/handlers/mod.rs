@@ -28,7 +28,7 @@ pub struct JobContext {
     pub settings: Arc<Settings>,
     /// HTTP client for callbacks.
     pub http: reqwest::Client,
-    /// PoOT scoring and validation records (node scores cached for a minute).
+    /// PoOT scoring and validation records.
     pub validator: crate::poot::validation::Validator,
 }
 
@@ -42,7 +42,7 @@ impl JobContext {
         let poot =
             crate::poot::repo::PootRepo::new(&db, crate::poot::score::ScoringConfig::default());
         let validator =
-            crate::poot::validation::Validator::new(&db, poot, std::time::Duration::from_secs(60));
+            crate::poot::validation::Validator::new(&db, poot, std::time::Duration::ZERO);
         Self {
             batches: BatchRepo::new(&db),
             validator,

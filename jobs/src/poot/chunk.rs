@@ -227,16 +227,24 @@ pub async fn run_chunk(
     }
     let now = chrono::Utc::now();
     let mut records: Vec<ValidationRecord> = Vec::with_capacity(pending.len());
+    let mut scores = HashMap::new();
     for (base, failure) in pending {
         match failure {
             Some((code, message)) => records.push(Validator::failed(base, code, message)),
             None => {
-                let (breakdown, history) = ctx
-                    .validator
-                    .score_and_history(&base.node_id, now)
-                    .await
-                    .context("score node")?;
-                records.push(ctx.validator.record(base, &breakdown, &history, started));
+                // Score each node once per chunk (its items share the score).
+                if !scores.contains_key(&base.node_id) {
+                    let scored = ctx
+                        .validator
+                        .score_and_history(&base.node_id, now)
+                        .await
+                        .context("score node")?;
+                    scores.insert(base.node_id.clone(), scored);
+                }
+                let Some((breakdown, history)) = scores.get(&base.node_id) else {
+                    continue;
+                };
+                records.push(ctx.validator.record(base, breakdown, history, started));
             }
         }
     }
