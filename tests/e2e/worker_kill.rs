@@ -15,10 +15,10 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_records_every_item_exactly_
     settings.worker_concurrency = 2;
     settings.visibility_timeout_ms = 2_000;
     let app = spawn_app_with(settings, 0).await;
-    let nodes: Vec<String> = (0..50).map(|i| format!("node_kill_{i}")).collect();
+    let nodes: Vec<String> = (0..10).map(|i| format!("node_kill_{i}")).collect();
     app.insert_nodes(&nodes).await;
 
-    let total = 6_000usize;
+    let total = 3_000usize;
     let (mut expect_failed, mut items) = (0u64, Vec::with_capacity(total));
     for i in 0..total {
         let item = if i % 10 == 0 {
@@ -26,9 +26,9 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_records_every_item_exactly_
             ItemBuilder::new("node_unknown")
         } else if i % 7 == 0 {
             expect_failed += 1;
-            ItemBuilder::new(&nodes[i % 50]).output_raw("***not base64***")
+            ItemBuilder::new(&nodes[i % 10]).output_raw("***not base64***")
         } else {
-            ItemBuilder::new(&nodes[i % 50]).output_bytes(&vec![(i % 251) as u8; 2048])
+            ItemBuilder::new(&nodes[i % 10]).output_bytes(&vec![(i % 251) as u8; 2048])
         };
         items.push(item.build());
     }
