@@ -61,7 +61,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_records_every_item_exactly_
     workers[1].kill9().await;
 
     let batch = app
-        .wait_for_batch(&batch_id, Duration::from_secs(240))
+        .wait_for_batch(&batch_id, Duration::from_secs(420))
         .await;
     assert_eq!(batch["status"], "completed_with_errors", "{batch}");
     assert_eq!(batch["total"], total as u64);
