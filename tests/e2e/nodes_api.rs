@@ -913,7 +913,22 @@ async fn concurrent_starts_and_stops_on_one_node_leave_one_consistent_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: concurrent transitions can be recorded with decreasing timestamps (jobs/src/storage/nodes.rs NodeRepo::transition takes `now` before its conditional updates)"]
+async fn a_refused_start_or_stop_reports_the_status_that_refused_it() {
+    let app = app().await;
+    let (ops, replies, status) = flip_concurrently(&app, "node_reason").await;
+    for (op, r) in ops.iter().zip(&replies).filter(|(_, r)| r.status != 200) {
+        let e = r.expect_error(409, INVALID_STATUS);
+        // Only active and inactive occur here: start is refused only when
+        // active, stop only when inactive.
+        let refusing = if *op == "start" { "active" } else { "inactive" };
+        assert_eq!(
+            e["details"]["status"], refusing,
+            "{op} refused with {e}; final {status}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_transitions_are_recorded_with_non_decreasing_timestamps() {
     let app = app().await;
     // Several rounds: the inversion needs two requests to interleave.
@@ -943,7 +958,7 @@ async fn concurrent_transitions_are_recorded_with_non_decreasing_timestamps() {
 // ---------------------------------------------------------------------------
 
 /// A node in the repository's stored form (as `POST /api/v1/nodes/` writes it).
-fn stored_node(
+pub(crate) fn stored_node(
     id: &str,
     status: &str,
     node_type: &str,

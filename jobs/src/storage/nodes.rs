@@ -185,16 +185,28 @@ impl NodeRepo {
         node_id: &str,
         t: Transition,
     ) -> Result<TransitionOutcome, StorageError> {
-        let now = bson::DateTime::now();
         let to = t.target();
-        for from in t.allowed_from() {
+        // Optimistic concurrency: read, then update only if nothing changed
+        // since (same status and `updated_at`); a concurrent change makes the
+        // update miss and the loop re-read. A refusal thus names the status
+        // that refused it, and recorded times never go backwards.
+        for _ in 0..50 {
+            let Some(node) = self.get(node_id).await? else {
+                return Ok(TransitionOutcome::NotFound);
+            };
+            if !t.allowed_from().contains(&node.status) {
+                return Ok(TransitionOutcome::Refused(node.status));
+            }
+            let floor = node.updated_at.timestamp_millis() + 1;
+            let now =
+                bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis().max(floor));
             let updated = self
                 .nodes
                 .find_one_and_update(
-                    doc! { "_id": node_id, "status": status_bson(*from) },
+                    doc! { "_id": node_id, "status": status_bson(node.status), "updated_at": node.updated_at },
                     doc! {
                         "$set": { "status": status_bson(to), "updated_at": now },
-                        "$push": { "transitions": { "$each": [{ "from": status_bson(*from), "to": status_bson(to), "at": now }], "$slice": -100 } },
+                        "$push": { "transitions": { "$each": [{ "from": status_bson(node.status), "to": status_bson(to), "at": now }], "$slice": -100 } },
                     },
                 )
                 .return_document(mongodb::options::ReturnDocument::After)
@@ -203,10 +215,9 @@ impl NodeRepo {
                 return Ok(TransitionOutcome::Done(Box::new(node)));
             }
         }
-        Ok(match self.get(node_id).await? {
-            Some(node) => TransitionOutcome::Refused(node.status),
-            None => TransitionOutcome::NotFound,
-        })
+        Err(StorageError::Bson(
+            "node changed too often to apply the transition".into(),
+        ))
     }
 
     /// Records a report from the node.
