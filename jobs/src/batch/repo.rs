@@ -93,14 +93,7 @@ impl BatchRepo {
         let Some(row) = cursor.try_next().await? else {
             return Ok(ChunkTotals::default());
         };
-        let n = |k: &str| -> u64 {
-            match row.get(k) {
-                Some(bson::Bson::Int32(v)) => *v as u64,
-                Some(bson::Bson::Int64(v)) => *v as u64,
-                Some(bson::Bson::Double(v)) => *v as u64,
-                _ => 0,
-            }
-        };
+        let n = |k: &str| crate::storage::number(row.get(k)).unwrap_or(0.0) as u64;
         Ok(ChunkTotals {
             finished: n("finished"),
             succeeded: n("succeeded"),

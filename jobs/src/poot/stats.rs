@@ -53,12 +53,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn as_f64(b: Option<&Bson>) -> f64 {
-    match b {
-        Some(Bson::Double(v)) => *v,
-        Some(Bson::Int32(v)) => f64::from(*v),
-        Some(Bson::Int64(v)) => *v as f64,
-        _ => 0.0,
-    }
+    crate::storage::number(b).unwrap_or(0.0)
 }
 
 async fn grouped(db: &Db, m: &Document, key: Bson) -> Result<Vec<ScoreStats>, StorageError> {

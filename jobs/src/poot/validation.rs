@@ -91,12 +91,7 @@ pub struct Validator {
 }
 
 fn number(d: &Document, k: &str) -> Option<f64> {
-    match d.get(k)? {
-        bson::Bson::Double(v) => Some(*v),
-        bson::Bson::Int32(v) => Some(f64::from(*v)),
-        bson::Bson::Int64(v) => Some(*v as f64),
-        _ => None,
-    }
+    crate::storage::number(d.get(k))
 }
 
 impl Validator {

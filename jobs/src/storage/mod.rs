@@ -137,6 +137,17 @@ impl Db {
     }
 }
 
+/// A numeric BSON value (aggregation results may be int32, int64 or double).
+pub fn number(value: Option<&mongodb::bson::Bson>) -> Option<f64> {
+    use mongodb::bson::Bson;
+    match value? {
+        Bson::Double(v) => Some(*v),
+        Bson::Int32(v) => Some(f64::from(*v)),
+        Bson::Int64(v) => Some(*v as f64),
+        _ => None,
+    }
+}
+
 /// Whether a write failed only because the document already exists
 /// (duplicate key, code 11000): the idempotent "already done" case.
 pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {

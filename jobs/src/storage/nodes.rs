@@ -256,12 +256,7 @@ impl NodeRepo {
             .into_iter()
             .filter_map(|d| {
                 let id = d.get_str("_id").ok()?.to_string();
-                let n = match d.get("n")? {
-                    bson::Bson::Int32(v) => *v as u64,
-                    bson::Bson::Int64(v) => *v as u64,
-                    bson::Bson::Double(v) => *v as u64,
-                    _ => 0,
-                };
+                let n = super::number(d.get("n")).unwrap_or(0.0) as u64;
                 Some((id, n))
             })
             .collect())

@@ -127,12 +127,7 @@ fn range_filter(node_id: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Docu
 }
 
 fn num(d: &Document, key: &str) -> f64 {
-    match d.get(key) {
-        Some(Bson::Double(v)) => *v,
-        Some(Bson::Int32(v)) => f64::from(*v),
-        Some(Bson::Int64(v)) => *v as f64,
-        _ => 0.0,
-    }
+    crate::storage::number(d.get(key)).unwrap_or(0.0)
 }
 
 fn stat(d: &Document, key: &str) -> Stat {
