@@ -124,14 +124,6 @@ fn fields(err: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn count(app: &TestApp, collection: &str, filter: Document) -> u64 {
-    app.db
-        .collection::<Document>(collection)
-        .count_documents(filter)
-        .await
-        .expect("count")
-}
-
 fn rfc3339(v: &Value) -> chrono::DateTime<chrono::FixedOffset> {
     chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
         .unwrap_or_else(|e| panic!("not RFC 3339 ({e}): {v}"))
@@ -374,7 +366,8 @@ async fn a_1000_item_batch_with_a_known_mix_completes_with_errors_exact_counts_a
     assert_eq!(again, view);
     // Exactly one result per item is stored.
     assert_eq!(
-        count(&app, "poot_validations", doc! { "batch_id": &batch_id }).await,
+        app.count("poot_validations", doc! { "batch_id": &batch_id })
+            .await,
         1000
     );
 
@@ -584,15 +577,15 @@ async fn malformed_submissions_are_refused_in_the_error_envelope_and_store_nothi
     let app = spawn_app_with(settings, 0).await;
     app.insert_nodes(&["node_m".to_string()]).await;
     let item = || ItemBuilder::new("node_m").build();
-    let batches_before = count(&app, "batches", doc! {}).await;
+    let batches_before = app.count("batches", doc! {}).await;
 
     // One accepted batch first, so "nothing changes" is checked against a non-empty store.
     let stored = app.submit_batch(&json!({ "validations": [item()] })).await;
     let stored_view = app
         .get_json(&format!("/api/v1/batches/{stored}"), 200)
         .await;
-    assert_eq!(count(&app, "batches", doc! {}).await, batches_before + 1);
-    let baseline = count(&app, "batches", doc! {}).await;
+    assert_eq!(app.count("batches", doc! {}).await, batches_before + 1);
+    let baseline = app.count("batches", doc! {}).await;
     let queued = app
         .queue
         .counts("poot-validation")
@@ -742,7 +735,7 @@ async fn malformed_submissions_are_refused_in_the_error_envelope_and_store_nothi
 
     // Nothing stored changed: the same batches, the same queued chunk, and the
     // stored batch is untouched.
-    assert_eq!(count(&app, "batches", doc! {}).await, baseline);
+    assert_eq!(app.count("batches", doc! {}).await, baseline);
     assert_eq!(
         app.queue
             .counts("poot-validation")
@@ -760,7 +753,7 @@ async fn malformed_submissions_are_refused_in_the_error_envelope_and_store_nothi
     // Control: exactly batch_max_items is accepted.
     let ten: Vec<Value> = (0..10).map(|_| item()).collect();
     app.submit_batch(&json!({ "validations": ten })).await;
-    assert_eq!(count(&app, "batches", doc! {}).await, baseline + 1);
+    assert_eq!(app.count("batches", doc! {}).await, baseline + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -795,7 +788,7 @@ async fn an_unknown_batch_and_an_unknown_route_answer_404_in_the_envelope() {
     expect_error(app.get("/api/v2/batches").await, 404, "LUCID_ERR_4040").await;
     let r = app.post_json("/api/v1/nope", &json!({})).await;
     expect_error(r, 404, "LUCID_ERR_4040").await;
-    assert_eq!(count(&app, "batches", doc! {}).await, 0);
+    assert_eq!(app.count("batches", doc! {}).await, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -869,12 +862,12 @@ async fn cancelling_a_queued_batch_cancels_its_chunks_and_no_item_is_ever_proces
     })
     .await;
     assert_eq!(
-        count(&app, "poot_validations", doc! {}).await,
+        app.count("poot_validations", doc! {}).await,
         0,
         "no item result written"
     );
     assert_eq!(
-        count(&app, "jobs", doc! { "batch_id": &batch_id }).await,
+        app.count("jobs", doc! { "batch_id": &batch_id }).await,
         0,
         "no chunk summary written"
     );

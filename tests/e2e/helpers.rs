@@ -129,6 +129,15 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// Documents of `collection` in the test's database matching `filter`.
+    pub async fn count(&self, collection: &str, filter: Document) -> u64 {
+        self.db
+            .collection::<Document>(collection)
+            .count_documents(filter)
+            .await
+            .expect("count")
+    }
+
     /// Inserts nodes directly (issue 3 adds the API that does this).
     pub async fn insert_nodes(&self, ids: &[String]) {
         let docs: Vec<Document> = ids

@@ -227,14 +227,6 @@ fn id_of(record: &Value) -> String {
         .to_string()
 }
 
-async fn count(app: &TestApp, collection: &str, filter: Document) -> u64 {
-    app.db
-        .collection::<Document>(collection)
-        .count_documents(filter)
-        .await
-        .expect("count")
-}
-
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -275,7 +267,7 @@ async fn one_proof_or_a_list_of_signed_proofs_is_accepted_with_its_count() {
     assert_eq!(r.expect(201, "many proofs")["accepted"], 4, "{}", r.body);
 
     assert_eq!(
-        count(&app, "poot_proofs", doc! { "node_id": &node.id }).await,
+        app.count("poot_proofs", doc! { "node_id": &node.id }).await,
         5
     );
     let stored = app
@@ -310,7 +302,7 @@ async fn a_duplicate_proof_for_the_same_node_slot_and_type_is_answered_409_and_s
         .await
         .expect_error(409, "LUCID_ERR_4090");
     let id = format!("{}:{slot}:relay_bandwidth", node.id);
-    assert_eq!(count(&app, "poot_proofs", doc! { "_id": &id }).await, 1);
+    assert_eq!(app.count("poot_proofs", doc! { "_id": &id }).await, 1);
     let kept = app
         .db
         .collection::<Document>("poot_proofs")
@@ -340,10 +332,10 @@ async fn a_duplicate_proof_for_the_same_node_slot_and_type_is_answered_409_and_s
         "{b}"
     );
     assert_eq!(
-        count(&app, "poot_proofs", doc! { "node_id": &node.id }).await,
+        app.count("poot_proofs", doc! { "node_id": &node.id }).await,
         3
     );
-    assert_eq!(count(&app, "poot_proofs", doc! { "_id": &id }).await, 1);
+    assert_eq!(app.count("poot_proofs", doc! { "_id": &id }).await, 1);
 
     // A list of nothing but duplicates is a conflict.
     let r = post_proofs(
@@ -365,7 +357,7 @@ async fn a_duplicate_proof_for_the_same_node_slot_and_type_is_answered_409_and_s
         "{b}"
     );
     assert_eq!(
-        count(&app, "poot_proofs", doc! { "node_id": &node.id }).await,
+        app.count("poot_proofs", doc! { "node_id": &node.id }).await,
         4
     );
 }
@@ -393,7 +385,7 @@ async fn a_proof_with_a_bad_signature_is_refused_with_5005_stores_nothing_and_lo
     let e = r.expect_error(422, "LUCID_ERR_5005");
     assert_eq!(e["details"]["refused"], json!([2]), "{e}");
     assert_eq!(
-        count(&app, "poot_proofs", doc! { "node_id": &node.id }).await,
+        app.count("poot_proofs", doc! { "node_id": &node.id }).await,
         3,
         "nothing of a refused request is stored"
     );
@@ -409,7 +401,7 @@ async fn a_proof_with_a_bad_signature_is_refused_with_5005_stores_nothing_and_lo
         .await
         .expect_error(422, "LUCID_ERR_5005");
     assert_eq!(
-        count(&app, "poot_proofs", doc! { "node_id": &node.id }).await,
+        app.count("poot_proofs", doc! { "node_id": &node.id }).await,
         3
     );
     assert_close(
@@ -430,7 +422,7 @@ async fn a_proof_signed_with_another_nodes_secret_is_refused() {
     post_proofs(&app, &node.id, &proof)
         .await
         .expect_error(422, "LUCID_ERR_5005");
-    assert_eq!(count(&app, "poot_proofs", doc! {}).await, 0);
+    assert_eq!(app.count("poot_proofs", doc! {}).await, 0);
     assert_close(&calculate(&app, &node.id).await["trust"], 0.0, "trust");
     // The same proof is good for the node whose secret signed it.
     post_proofs(&app, &other.id, &proof)
@@ -466,7 +458,7 @@ async fn proofs_for_a_future_slot_or_with_more_uptime_than_a_slot_are_refused_42
     r.expect_error(422, "LUCID_ERR_4220");
     assert_eq!(r.error_fields(), ["proofs[1].value.seconds"]);
 
-    assert_eq!(count(&app, "poot_proofs", doc! {}).await, 0);
+    assert_eq!(app.count("poot_proofs", doc! {}).await, 0);
     // Invalid values are not signature refusals: trust is untouched.
     assert_close(&calculate(&app, &node.id).await["trust"], 1.0, "trust");
 }
@@ -479,7 +471,7 @@ async fn proofs_for_an_unknown_node_are_answered_404_5001() {
     post_proofs(&app, "node_does_not_exist", &proof)
         .await
         .expect_error(404, "LUCID_ERR_5001");
-    assert_eq!(count(&app, "poot_proofs", doc! {}).await, 0);
+    assert_eq!(app.count("poot_proofs", doc! {}).await, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -537,7 +529,7 @@ async fn calculate_returns_each_component_and_the_score_of_the_formula_for_a_kno
     assert_eq!(again["credits"], 37, "{again}");
     assert_eq!(f(&again["score"]), 32.4, "{again}");
     // Recalculating writes no validation.
-    assert_eq!(count(&app, "poot_validations", doc! {}).await, 0);
+    assert_eq!(app.count("poot_validations", doc! {}).await, 0);
 }
 
 /// A resource sample (issue 3's body) at `t` with `cpu` % and network counters.
@@ -675,7 +667,7 @@ async fn a_validation_of_an_eligible_node_is_recorded_with_hash_score_and_confid
         .expect("find")
         .expect("record stored");
     assert_eq!(stored.get_str("_id"), Ok(id_of(&v).as_str()));
-    assert_eq!(count(&app, "poot_validations", doc! {}).await, 1);
+    assert_eq!(app.count("poot_validations", doc! {}).await, 1);
 
     app.api_call(
         Method::POST,
@@ -702,7 +694,8 @@ async fn a_replayed_nonce_is_answered_409_and_nonces_are_per_node() {
         .await
         .expect_error(409, "LUCID_ERR_4090");
     assert_eq!(
-        count(&app, "poot_validations", doc! { "node_id": &a.id }).await,
+        app.count("poot_validations", doc! { "node_id": &a.id })
+            .await,
         1
     );
     // Another node may use the same nonce.
@@ -718,7 +711,7 @@ async fn concurrent_validations_with_one_nonce_and_concurrent_copies_of_one_proo
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
-    assert_eq!(count(&app, "poot_validations", doc! {}).await, 1);
+    assert_eq!(app.count("poot_validations", doc! {}).await, 1);
 
     let proof = signed(&node.secret, now_slot() - 1, beacon(120));
     let replies =
@@ -726,7 +719,7 @@ async fn concurrent_validations_with_one_nonce_and_concurrent_copies_of_one_proo
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
-    assert_eq!(count(&app, "poot_proofs", doc! {}).await, 1);
+    assert_eq!(app.count("poot_proofs", doc! {}).await, 1);
 }
 
 #[tokio::test]
@@ -739,7 +732,7 @@ async fn a_timestamp_more_than_5_minutes_from_server_time_is_refused_422() {
         r.expect_error(422, "LUCID_ERR_4220");
         assert_eq!(r.error_fields(), ["timestamp"], "offset {offset}s");
     }
-    assert_eq!(count(&app, "poot_validations", doc! {}).await, 0);
+    assert_eq!(app.count("poot_validations", doc! {}).await, 0);
     for offset in [-4 * 60, 4 * 60] {
         let ts = Utc::now() + chrono::Duration::seconds(offset);
         validate(&app, &node.id, &validate_body(b"x", &nonce(), ts))
@@ -770,7 +763,7 @@ async fn output_that_is_not_base64_or_larger_than_max_output_bytes_is_refused_42
     .await;
     r.expect_error(422, "LUCID_ERR_4220");
     assert_eq!(r.error_fields(), ["output_data"]);
-    assert_eq!(count(&app, "poot_validations", doc! {}).await, 0);
+    assert_eq!(app.count("poot_validations", doc! {}).await, 0);
 
     for bad_nonce in [String::new(), "n".repeat(129)] {
         let r = validate(&app, &node.id, &validate_body(b"x", &bad_nonce, Utc::now())).await;
@@ -1297,7 +1290,8 @@ async fn a_batch_with_the_real_model_fails_exactly_the_bad_items_and_scores_the_
     assert_eq!(f(&calculate(&app, &e1.id).await["score"]), score1);
     // Exactly one record per item, and the batch's nonces are used up.
     assert_eq!(
-        count(&app, "poot_validations", doc! { "batch_id": &batch_id }).await,
+        app.count("poot_validations", doc! { "batch_id": &batch_id })
+            .await,
         plan.len() as u64
     );
     validate(&app, &e1.id, &validate_body(b"x", "dup", Utc::now()))

@@ -137,6 +137,19 @@ impl Db {
     }
 }
 
+/// Inserts `doc`; `Ok(false)` when its `_id` already exists (decided by the
+/// unique index, never by a racy pre-check).
+pub async fn insert_new<T: serde::Serialize + Send + Sync>(
+    collection: &Collection<T>,
+    doc: &T,
+) -> Result<bool, StorageError> {
+    match collection.insert_one(doc).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_duplicate_key(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A numeric BSON value (aggregation results may be int32, int64 or double).
 pub fn number(value: Option<&mongodb::bson::Bson>) -> Option<f64> {
     use mongodb::bson::Bson;

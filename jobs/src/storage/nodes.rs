@@ -8,7 +8,7 @@ use mongodb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Db, StorageError, collections, is_duplicate_key};
+use super::{Db, StorageError, collections};
 use crate::domain::node::{
     HardwareInfo, Location, NodeConfiguration, NodeStatus, NodeType, StatusTransition, Transition,
 };
@@ -112,11 +112,7 @@ impl NodeRepo {
 
     /// Inserts a node; `Ok(false)` when the id exists (unique `_id`, no racy pre-check).
     pub async fn insert(&self, node: &NodeDoc) -> Result<bool, StorageError> {
-        match self.nodes.insert_one(node).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        super::insert_new(&self.nodes, node).await
     }
 
     /// A node by id.

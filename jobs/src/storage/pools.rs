@@ -11,7 +11,7 @@ use mongodb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Db, StorageError, collections, is_duplicate_key, nodes::NodeDoc};
+use super::{Db, StorageError, collections, nodes::NodeDoc};
 use crate::domain::{node::ResourceLimits, pool::AutoScaling};
 
 /// Transaction attempts before a conflict is reported as an error.
@@ -106,11 +106,7 @@ impl PoolRepo {
 
     /// Inserts a pool; `Ok(false)` when the id exists.
     pub async fn insert(&self, pool: &PoolDoc) -> Result<bool, StorageError> {
-        match self.pools.insert_one(pool).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        super::insert_new(&self.pools, pool).await
     }
 
     /// A pool by id.
