@@ -54,9 +54,9 @@ impl Application {
                     settings.node_api_host, settings.node_api_port
                 )
             })?;
-        let poot = lucid_jobs::poot::repo::PootRepo::new(&db, Default::default());
-        // The API scores on demand: no cache, every answer reflects the latest proofs.
-        let validator = lucid_jobs::poot::validation::Validator::new(&db, poot, Duration::ZERO);
+        let poot = lucid_jobs::poot::repo::PootRepo::new(&db, settings.poot.clone());
+        // The API scores on demand: every answer reflects the latest proofs.
+        let validator = lucid_jobs::poot::validation::Validator::new(&db, poot);
         validator
             .ensure_indexes()
             .await

@@ -95,6 +95,10 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// `LUCID_RESOURCE_RETENTION_DAYS`: how long resource samples are kept (TTL index).
     pub resource_retention_days: u32,
+    /// `LUCID_POOT__<FIELD>`: the PoOT scoring constants, e.g.
+    /// `LUCID_POOT__WINDOW_SECONDS=604800` or `LUCID_POOT__WEIGHTS=[0.25,0.2,0.15,0.1,0.15,0.1,0.05]`
+    /// (see [`crate::poot::score`]).
+    pub poot: crate::poot::score::ScoringConfig,
 }
 
 impl Default for Settings {
@@ -125,6 +129,7 @@ impl Default for Settings {
             max_output_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
             resource_retention_days: 30,
+            poot: crate::poot::score::ScoringConfig::default(),
         }
     }
 }
@@ -137,14 +142,10 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("LUCID_").ignore(&["config_file"]))
+            .merge(Env::prefixed("LUCID_").ignore(&["config_file"]).split("__"))
             .extract()
             .map_err(|e| {
-                let var = e
-                    .path
-                    .first()
-                    .map(|k| format!("LUCID_{}", k.to_uppercase()))
-                    .unwrap_or_default();
+                let var = format!("LUCID_{}", e.path.join("__").to_uppercase());
                 ConfigError::Parse(format!("{var}: {}", e.kind))
             })?;
         settings.validate()?;
@@ -227,10 +228,54 @@ impl Settings {
         if self.max_output_bytes == 0 {
             return Err(invalid("LUCID_MAX_OUTPUT_BYTES", "must be positive"));
         }
+        self.validate_scoring()?;
         if let Some(secret) = &self.jwt_secret
             && secret.expose_secret().len() < 32
         {
             return Err(invalid("LUCID_JWT_SECRET", "must be at least 32 bytes"));
+        }
+        Ok(())
+    }
+
+    fn validate_scoring(&self) -> Result<(), ConfigError> {
+        let invalid = |var: &'static str, reason: &str| ConfigError::Invalid {
+            var,
+            reason: reason.into(),
+        };
+        let p = &self.poot;
+        if p.slot_seconds == 0 || p.slot_seconds > 86_400 {
+            return Err(invalid("LUCID_POOT__SLOT_SECONDS", "must be 1..=86400"));
+        }
+        if p.window_seconds < p.slot_seconds || p.window_seconds % p.slot_seconds != 0 {
+            return Err(invalid(
+                "LUCID_POOT__WINDOW_SECONDS",
+                "must be a positive multiple of LUCID_POOT__SLOT_SECONDS",
+            ));
+        }
+        if p.bytes_per_credit == 0 {
+            return Err(invalid("LUCID_POOT__BYTES_PER_CREDIT", "must be positive"));
+        }
+        let finite_non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !finite_non_negative(p.credits_per_gb) {
+            return Err(invalid("LUCID_POOT__CREDITS_PER_GB", "must be >= 0"));
+        }
+        if !(0.0..=1.0).contains(&p.min_uptime_ratio) {
+            return Err(invalid(
+                "LUCID_POOT__MIN_UPTIME_RATIO",
+                "must be within 0..=1",
+            ));
+        }
+        if !p.weights.iter().all(|w| finite_non_negative(*w)) {
+            return Err(invalid("LUCID_POOT__WEIGHTS", "must be 7 numbers >= 0"));
+        }
+        if !(p.points_per_session_hour.is_finite() && p.points_per_session_hour > 0.0) {
+            return Err(invalid(
+                "LUCID_POOT__POINTS_PER_SESSION_HOUR",
+                "must be positive",
+            ));
+        }
+        if !(p.mbps_per_point.is_finite() && p.mbps_per_point > 0.0) {
+            return Err(invalid("LUCID_POOT__MBPS_PER_POINT", "must be positive"));
         }
         Ok(())
     }
@@ -268,6 +313,28 @@ mod tests {
         };
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("LUCID_REDIS_URL"), "{err}");
+    }
+
+    #[test]
+    fn scoring_constants_are_read_from_nested_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LUCID_POOT__WINDOW_SECONDS", "86400");
+            jail.set_env(
+                "LUCID_POOT__WEIGHTS",
+                "[0.5, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05]",
+            );
+            let s = Settings::load().expect("loads");
+            assert_eq!(s.poot.window_seconds, 86_400);
+            assert_eq!(s.poot.weights[0], 0.5);
+            assert_eq!(s.poot.slot_seconds, 120, "unset fields keep their default");
+            jail.set_env("LUCID_POOT__WINDOW_SECONDS", "100");
+            let err = Settings::load().unwrap_err().to_string();
+            assert!(err.contains("LUCID_POOT__WINDOW_SECONDS"), "{err}");
+            jail.set_env("LUCID_POOT__WINDOW_SECONDS", "lots");
+            let err = Settings::load().unwrap_err().to_string();
+            assert!(err.contains("LUCID_POOT__WINDOW_SECONDS"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -73,10 +73,7 @@ impl Application {
         })?;
         let name = unique_worker_name(&settings);
         let ctx = JobContext::new(db, queue, Arc::new(settings));
-        ctx.validator
-            .ensure_indexes()
-            .await
-            .context("create PoOT indexes")?;
+        ctx.ensure_indexes().await.context("create PoOT indexes")?;
         Ok(Self {
             ctx,
             name,

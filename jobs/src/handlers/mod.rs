@@ -30,21 +30,28 @@ pub struct JobContext {
     pub http: reqwest::Client,
     /// PoOT scoring and validation records.
     pub validator: crate::poot::validation::Validator,
+    /// Per-batch node snapshots (scores computed once per batch and node).
+    pub snapshots: crate::poot::snapshot::Snapshots,
 }
 
 impl JobContext {
+    /// Creates the indexes of the PoOT collections the handlers write.
+    pub async fn ensure_indexes(&self) -> Result<(), crate::storage::StorageError> {
+        self.validator.ensure_indexes().await?;
+        self.snapshots.ensure_indexes().await
+    }
+
     /// Builds the context from its connections.
     pub fn new(db: Db, queue: Queue, settings: Arc<Settings>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        let poot =
-            crate::poot::repo::PootRepo::new(&db, crate::poot::score::ScoringConfig::default());
-        let validator =
-            crate::poot::validation::Validator::new(&db, poot, std::time::Duration::ZERO);
+        let poot = crate::poot::repo::PootRepo::new(&db, settings.poot.clone());
+        let validator = crate::poot::validation::Validator::new(&db, poot);
         Self {
             batches: BatchRepo::new(&db),
+            snapshots: crate::poot::snapshot::Snapshots::new(&db, validator.clone()),
             validator,
             db,
             queue,

@@ -8,13 +8,79 @@ pub const MIN_VALID_SCORE: f64 = 0.1;
 /// Above this many perfect scores in 24 h, another perfect score is suspicious.
 pub const MAX_PERFECT_SCORES_24H: usize = 5;
 
-/// The node's recent validation scores.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The node's recent validation scores, summarized (count, mean, standard
+/// deviation): constant size however many validations a node has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScoreHistory {
     /// Scores of the last 24 hours.
-    pub last_24h: Vec<f64>,
+    pub count_24h: u64,
+    /// Their mean (0 without scores).
+    pub mean_24h: f64,
     /// Scores of the last 168 hours (including the last 24).
-    pub last_168h: Vec<f64>,
+    pub count_168h: u64,
+    /// Their mean (0 without scores).
+    pub mean_168h: f64,
+    /// Their population standard deviation (0 without scores).
+    pub std_168h: f64,
+}
+
+impl ScoreHistory {
+    /// The summary of explicit score lists (tests, small histories).
+    pub fn from_scores(last_24h: &[f64], last_168h: &[f64]) -> Self {
+        let mut acc = HistoryAccumulator::default();
+        for s in last_168h {
+            acc.push_168h(*s);
+        }
+        for s in last_24h {
+            acc.push_24h(*s);
+        }
+        acc.finish()
+    }
+}
+
+/// Builds a [`ScoreHistory`] from a stream of scores in one pass (Welford).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryAccumulator {
+    n24: u64,
+    sum24: f64,
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl HistoryAccumulator {
+    /// Adds a score of the last 168 hours (call [`Self::push_24h`] too when it is also recent).
+    pub fn push_168h(&mut self, score: f64) {
+        self.n += 1;
+        let delta = score - self.mean;
+        self.mean += delta / self.n as f64;
+        self.m2 += delta * (score - self.mean);
+    }
+
+    /// Adds a score of the last 24 hours.
+    pub fn push_24h(&mut self, score: f64) {
+        self.n24 += 1;
+        self.sum24 += score;
+    }
+
+    /// The summary.
+    pub fn finish(&self) -> ScoreHistory {
+        ScoreHistory {
+            count_24h: self.n24,
+            mean_24h: if self.n24 == 0 {
+                0.0
+            } else {
+                self.sum24 / self.n24 as f64
+            },
+            count_168h: self.n,
+            mean_168h: self.mean,
+            std_168h: if self.n == 0 {
+                0.0
+            } else {
+                (self.m2 / self.n as f64).max(0.0).sqrt()
+            },
+        }
+    }
 }
 
 /// The verdict on one score.
@@ -30,10 +96,6 @@ pub struct Assessment {
     pub errors: Vec<String>,
 }
 
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len() as f64
-}
-
 /// Assesses `score` against `history`.
 pub fn assess(score: f64, history: &ScoreHistory) -> Assessment {
     let mut errors = Vec::new();
@@ -46,32 +108,22 @@ pub fn assess(score: f64, history: &ScoreHistory) -> Assessment {
         errors.push(format!("score {score} is above 100"));
     }
     let mut suspicious = false;
-    if !history.last_24h.is_empty() {
-        let avg = mean(&history.last_24h);
+    if history.count_24h > 0 {
+        let avg = history.mean_24h;
         if (score - avg).abs() > 2.0 * avg {
             suspicious = true;
         }
-        if score >= 100.0 && history.last_24h.len() > MAX_PERFECT_SCORES_24H {
+        if score >= 100.0 && history.count_24h > MAX_PERFECT_SCORES_24H as u64 {
             suspicious = true;
         }
     }
-    let confidence = if history.last_168h.is_empty() {
+    let confidence = if history.count_168h == 0 {
         0.5
     } else {
-        let m = mean(&history.last_168h);
-        let var = history
-            .last_168h
-            .iter()
-            .map(|x| (x - m).powi(2))
-            .sum::<f64>()
-            / history.last_168h.len() as f64;
-        let std = var.sqrt();
-        if std == 0.0 {
-            if (score - m).abs() < f64::EPSILON {
-                1.0
-            } else {
-                0.1
-            }
+        let (m, std) = (history.mean_168h, history.std_168h);
+        // Rounding noise of the one-pass deviation counts as zero.
+        if std < 1e-9 {
+            if (score - m).abs() < 1e-9 { 1.0 } else { 0.1 }
         } else {
             (1.0 - ((score - m).abs() / std) / 3.0).max(0.1)
         }
@@ -103,42 +155,49 @@ mod tests {
 
     #[test]
     fn a_score_far_from_the_24h_average_is_suspicious() {
-        let h = ScoreHistory {
-            last_24h: vec![10.0, 10.0],
-            last_168h: vec![10.0, 10.0],
-        };
+        let h = ScoreHistory::from_scores(&[10.0, 10.0], &[10.0, 10.0]);
         assert!(assess(31.0, &h).suspicious, "|31-10| > 20");
         assert!(!assess(30.0, &h).suspicious, "|30-10| = 20 is not above");
     }
 
     #[test]
     fn a_perfect_score_after_more_than_five_scores_in_24h_is_suspicious() {
-        let h = ScoreHistory {
-            last_24h: vec![100.0; 6],
-            last_168h: vec![100.0; 6],
-        };
+        let h = ScoreHistory::from_scores(&[100.0; 6], &[100.0; 6]);
         assert!(assess(100.0, &h).suspicious);
-        let five = ScoreHistory {
-            last_24h: vec![100.0; 5],
-            last_168h: vec![100.0; 5],
-        };
+        let five = ScoreHistory::from_scores(&[100.0; 5], &[100.0; 5]);
         assert!(!assess(100.0, &five).suspicious);
     }
 
     #[test]
     fn confidence_follows_the_z_score() {
-        let h = ScoreHistory {
-            last_24h: vec![],
-            last_168h: vec![40.0, 60.0],
-        }; // mean 50, std 10
+        let h = ScoreHistory::from_scores(&[], &[40.0, 60.0]); // mean 50, std 10
         assert_eq!(assess(50.0, &h).confidence, 1.0);
         assert_eq!(assess(65.0, &h).confidence, 0.5); // z = 1.5
         assert_eq!(assess(95.0, &h).confidence, 0.1); // z = 4.5 → clamped
-        let flat = ScoreHistory {
-            last_24h: vec![],
-            last_168h: vec![30.0, 30.0],
-        };
+        let flat = ScoreHistory::from_scores(&[], &[30.0, 30.0]);
         assert_eq!(assess(30.0, &flat).confidence, 1.0);
         assert_eq!(assess(31.0, &flat).confidence, 0.1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_summary_matches_the_two_pass_mean_and_deviation(
+            scores in proptest::collection::vec(0.0f64..=100.0, 1..200),
+            recent in 0usize..200,
+        ) {
+            let recent = &scores[..recent.min(scores.len())];
+            let h = ScoreHistory::from_scores(recent, &scores);
+            let n = scores.len() as f64;
+            let mean = scores.iter().sum::<f64>() / n;
+            let std = (scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+            proptest::prop_assert_eq!(h.count_168h, scores.len() as u64);
+            proptest::prop_assert_eq!(h.count_24h, recent.len() as u64);
+            proptest::prop_assert!((h.mean_168h - mean).abs() < 1e-9);
+            proptest::prop_assert!((h.std_168h - std).abs() < 1e-6);
+            if !recent.is_empty() {
+                let m24 = recent.iter().sum::<f64>() / recent.len() as f64;
+                proptest::prop_assert!((h.mean_24h - m24).abs() < 1e-9);
+            }
+        }
     }
 }

@@ -1,14 +1,13 @@
 //! The `poot-validation` chunk job: payload, submission and handler.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use anyhow::Context as _;
-use futures::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ERR_POOT_VALIDATION, ItemOutcome, ValidationItem, check_item,
+    ERR_NODE_NOT_FOUND, ERR_POOT_VALIDATION, ItemOutcome, ValidationItem, check_item,
     validation::{MAX_CLOCK_SKEW_SECS, RecordBase, ValidationRecord, Validator},
 };
 use crate::{
@@ -96,42 +95,6 @@ pub async fn submit_batch(
     Ok(record)
 }
 
-/// The nodes of a chunk: id → (node_type, pool_id).
-async fn chunk_nodes(
-    ctx: &JobContext,
-    items: &[ValidationItem],
-) -> anyhow::Result<HashMap<String, (Option<String>, Option<String>)>> {
-    let ids: Vec<&str> = items
-        .iter()
-        .map(|i| i.node_id.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let docs: Vec<Document> = ctx
-        .db
-        .collection::<Document>(collections::NODES)
-        .find(doc! { "_id": { "$in": &ids } })
-        .projection(doc! { "_id": 1, "node_type": 1, "pool_id": 1 })
-        .await
-        .context("look up nodes")?
-        .try_collect()
-        .await
-        .context("read nodes")?;
-    Ok(docs
-        .into_iter()
-        .filter_map(|d| {
-            let id = d.get_str("_id").ok()?.to_string();
-            Some((
-                id,
-                (
-                    d.get_str("node_type").ok().map(String::from),
-                    d.get_str("pool_id").ok().map(String::from),
-                ),
-            ))
-        })
-        .collect())
-}
-
 /// Runs one chunk with the PoOT model: checks each item (node, output,
 /// timestamp against the batch's submission time, nonce), scores its node
 /// (cached per node), writes each record once (deterministic ids), then the
@@ -161,10 +124,19 @@ pub async fn run_chunk(
         .mark_started(&batch_id)
         .await
         .context("mark batch started")?;
-    let nodes = chunk_nodes(ctx, &items).await?;
-    let known: HashSet<String> = nodes.keys().cloned().collect();
-    let submitted = batch.created_at.to_chrono();
     let started = std::time::Instant::now();
+    let node_ids: HashSet<&str> = items.iter().map(|i| i.node_id.as_str()).collect();
+    let nodes = ctx
+        .snapshots
+        .get_many(&batch_id, &node_ids, chrono::Utc::now())
+        .await
+        .context("node snapshots")?;
+    let known: HashSet<String> = nodes
+        .values()
+        .filter(|s| s.known)
+        .map(|s| s.node_id.clone())
+        .collect();
+    let submitted = batch.created_at.to_chrono();
 
     // 1. Input checks; 2. nonce claims for the items that passed; 3. scores.
     let mut pending: Vec<(RecordBase, Option<(&'static str, String)>)> = items
@@ -172,7 +144,9 @@ pub async fn run_chunk(
         .enumerate()
         .map(|(offset, item)| {
             let item_index = first_index + offset as u64;
-            let (node_type, pool_id) = nodes.get(&item.node_id).cloned().unwrap_or_default();
+            let snapshot = nodes.get(&item.node_id);
+            let node_type = snapshot.and_then(|s| s.node_type.clone());
+            let pool_id = snapshot.and_then(|s| s.pool_id.clone());
             let mut failure = None;
             let output_hash = match check_item(item, &known, ctx.settings.max_output_bytes) {
                 ItemOutcome::Valid { output_hash } => output_hash,
@@ -225,47 +199,48 @@ pub async fn run_chunk(
             ));
         }
     }
-    let now = chrono::Utc::now();
-    let mut records: Vec<ValidationRecord> = Vec::with_capacity(pending.len());
-    let mut scores = HashMap::new();
-    for (base, failure) in pending {
-        match failure {
-            Some((code, message)) => records.push(Validator::failed(base, code, message)),
-            None => {
-                // Score each node once per chunk (its items share the score).
-                if !scores.contains_key(&base.node_id) {
-                    let scored = ctx
-                        .validator
-                        .score_and_history(&base.node_id, now)
-                        .await
-                        .context("score node")?;
-                    scores.insert(base.node_id.clone(), scored);
+    let records: Vec<ValidationRecord> = pending
+        .into_iter()
+        .map(|(base, failure)| {
+            let scored = nodes
+                .get(&base.node_id)
+                .and_then(|s| Some((s.breakdown.as_ref()?, &s.history)));
+            match (failure, scored) {
+                (None, Some((breakdown, history))) => {
+                    ctx.validator.record(base, breakdown, history, started)
                 }
-                let Some((breakdown, history)) = scores.get(&base.node_id) else {
-                    continue;
-                };
-                records.push(ctx.validator.record(base, breakdown, history, started));
+                (Some((code, message)), _) => Validator::failed(base, code, message),
+                (None, None) => {
+                    Validator::failed(base, ERR_NODE_NOT_FOUND, "node not found".into())
+                }
             }
-        }
-    }
-    ctx.validator
-        .store(&records)
+        })
+        .collect();
+    let all_new = ctx
+        .validator
+        .insert(&records)
         .await
         .context("store validation records")?;
+    // Each process moves a node's poot_score once per batch (the score is the batch's snapshot).
+    let unpublished = ctx.snapshots.unpublished(&batch_id, &node_ids);
+    ctx.validator
+        .publish_scores(
+            records
+                .iter()
+                .filter(|r| unpublished.contains(r.node_id.as_str()))
+                .collect(),
+        )
+        .await
+        .context("update node scores")?;
+    ctx.snapshots.mark_published(&batch_id, &unpublished);
 
-    // Count what is stored (the first run's records win on a re-run).
-    let stored = ctx.db.collection::<Document>(collections::POOT_VALIDATIONS);
-    let filter = doc! { "batch_id": &batch_id, "chunk_index": chunk_index as i64 };
-    let total = stored
-        .count_documents(filter.clone())
-        .await
-        .context("count items")?;
-    let mut failed_filter = filter;
-    failed_filter.insert("status", "failed");
-    let failed = stored
-        .count_documents(failed_filter)
-        .await
-        .context("count failed items")?;
+    // Count what is stored: the first run's records win on a re-run.
+    let (total, failed) = if all_new {
+        let failed = records.iter().filter(|r| r.status == "failed").count() as u64;
+        (records.len() as u64, failed)
+    } else {
+        count_stored(ctx, &batch_id, chunk_index).await?
+    };
     ctx.batches
         .save_chunk(&ChunkResult {
             job_id: chunk_job_id(&batch_id, chunk_index),
@@ -282,6 +257,27 @@ pub async fn run_chunk(
         .await
         .context("store chunk summary")?;
     crate::handlers::finalize_batch(ctx, &batch).await
+}
+
+/// (stored, failed) records of a chunk.
+async fn count_stored(
+    ctx: &JobContext,
+    batch_id: &str,
+    chunk_index: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let stored = ctx.db.collection::<Document>(collections::POOT_VALIDATIONS);
+    let filter = doc! { "batch_id": batch_id, "chunk_index": chunk_index as i64 };
+    let total = stored
+        .count_documents(filter.clone())
+        .await
+        .context("count items")?;
+    let mut failed_filter = filter;
+    failed_filter.insert("status", "failed");
+    let failed = stored
+        .count_documents(failed_filter)
+        .await
+        .context("count failed items")?;
+    Ok((total, failed))
 }
 
 /// Runs a chunk; when the attempt fails for good (last attempt, or a

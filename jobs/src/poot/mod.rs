@@ -1,8 +1,8 @@
-//! PoOT batch validation: the chunk job and the per-item check.
-//!
-//! For now an item is valid when its node exists and its `output_data` is
-//! base64 of at most `max_output_bytes`; the result records
-//! `output_hash = sha256(decoded)`. Issue 4 replaces this with PoOT scoring.
+//! PoOT (Proof of Operational Tasks): work proofs, the score over a sliding
+//! window ([`score`]), its assessment against the node's history
+//! ([`assess`]), single validations ([`validation`]) and batch validation
+//! through the `poot-validation` queue (chunk jobs scored from per-batch
+//! node [`snapshot`]s).
 
 pub mod assess;
 mod chunk;
@@ -10,6 +10,7 @@ mod item;
 pub mod proof;
 pub mod repo;
 pub mod score;
+pub mod snapshot;
 pub mod stats;
 pub mod validation;
 

@@ -18,8 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Constants of the formula.
+/// Constants of the formula (settings `LUCID_POOT__<FIELD>`; unset fields keep their default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ScoringConfig {
     /// Window length in seconds (7 days).
     pub window_seconds: u64,

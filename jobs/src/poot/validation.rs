@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    assess::{ScoreHistory, assess},
+    assess::{HistoryAccumulator, ScoreHistory, assess},
     repo::PootRepo,
     score::{ScoreBreakdown, score},
 };
@@ -77,8 +76,7 @@ pub struct ValidationRecord {
     pub item_index: Option<u64>,
 }
 
-/// Scores, history and records of PoOT validations. Node scores are cached
-/// briefly per process (a batch touches each node many times).
+/// Scores, history and records of PoOT validations.
 #[derive(Debug, Clone)]
 pub struct Validator {
     poot: PootRepo,
@@ -86,8 +84,6 @@ pub struct Validator {
     nonces: Collection<Document>,
     samples: Collection<Document>,
     nodes: Collection<Document>,
-    cache: Arc<Mutex<HashMap<String, (Instant, ScoreBreakdown, ScoreHistory)>>>,
-    cache_ttl: Duration,
 }
 
 fn number(d: &Document, k: &str) -> Option<f64> {
@@ -95,16 +91,14 @@ fn number(d: &Document, k: &str) -> Option<f64> {
 }
 
 impl Validator {
-    /// A validator over `db`; `cache_ttl` 0 disables the score cache.
-    pub fn new(db: &Db, poot: PootRepo, cache_ttl: Duration) -> Self {
+    /// A validator over `db`.
+    pub fn new(db: &Db, poot: PootRepo) -> Self {
         Self {
             poot,
             records: db.collection(collections::POOT_VALIDATIONS),
             nonces: db.collection(NONCES),
             samples: db.collection(SAMPLES),
             nodes: db.collection(collections::NODES),
-            cache: Arc::default(),
-            cache_ttl,
         }
     }
 
@@ -182,7 +176,7 @@ impl Validator {
         Ok((cpu, net))
     }
 
-    /// The node's recent validation scores.
+    /// The node's recent validation scores, summarized in one streaming pass.
     async fn history(
         &self,
         node_id: &str,
@@ -190,58 +184,37 @@ impl Validator {
     ) -> Result<ScoreHistory, StorageError> {
         let since = bson::DateTime::from_millis(now.timestamp_millis() - 168 * 3600 * 1000);
         let day_ago = bson::DateTime::from_millis(now.timestamp_millis() - 24 * 3600 * 1000);
-        let rows: Vec<Document> = self
+        let mut rows = self
             .records
             .clone_with_type::<Document>()
             .find(doc! { "node_id": node_id, "validated_at": { "$gte": since }, "output_hash": { "$ne": bson::Bson::Null } })
-            .projection(doc! { "score": 1, "validated_at": 1 })
-            .await?
-            .try_collect()
+            .projection(doc! { "_id": 0, "score": 1, "validated_at": 1 })
             .await?;
-        let mut h = ScoreHistory::default();
-        for r in rows {
+        let mut acc = HistoryAccumulator::default();
+        while let Some(r) = rows.try_next().await? {
             let Some(s) = number(&r, "score") else {
                 continue;
             };
+            acc.push_168h(s);
             if r.get_datetime("validated_at").is_ok_and(|t| *t >= day_ago) {
-                h.last_24h.push(s);
+                acc.push_24h(s);
             }
-            h.last_168h.push(s);
         }
-        Ok(h)
+        Ok(acc.finish())
     }
 
-    /// The node's score and history now (cached for `cache_ttl`).
+    /// The node's score over the window ending `now`, and its history.
     pub async fn score_and_history(
         &self,
         node_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(ScoreBreakdown, ScoreHistory), StorageError> {
-        if !self.cache_ttl.is_zero()
-            && let Some((at, s, h)) = self
-                .cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(node_id)
-            && at.elapsed() < self.cache_ttl
-        {
-            return Ok((s.clone(), h.clone()));
-        }
         let mut inputs = self.poot.window(node_id, now).await?;
         let since = now - chrono::Duration::seconds(self.poot.config().window_seconds as i64);
         (inputs.cpu_utilisation_avg, inputs.network_mbps_avg) =
             self.resource_averages(node_id, since).await?;
         let breakdown = score(&inputs, self.poot.config());
         let history = self.history(node_id, now).await?;
-        if !self.cache_ttl.is_zero() {
-            self.cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(
-                    node_id.to_string(),
-                    (Instant::now(), breakdown.clone(), history.clone()),
-                );
-        }
         Ok((breakdown, history))
     }
 
@@ -372,17 +345,31 @@ impl Validator {
 
     /// Stores records (each once) and moves each node's `poot_score` forward.
     pub async fn store(&self, records: &[ValidationRecord]) -> Result<(), StorageError> {
+        self.insert(records).await?;
+        self.publish_scores(records.iter().collect()).await
+    }
+
+    /// Stores records, each at most once (ids are deterministic); true when
+    /// every one was new (false on a re-run that found some already stored).
+    pub async fn insert(&self, records: &[ValidationRecord]) -> Result<bool, StorageError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         match self.records.insert_many(records).ordered(false).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Moves each node's `poot_score` to its latest scored record, never backwards in time.
+    pub async fn publish_scores(
+        &self,
+        records: Vec<&ValidationRecord>,
+    ) -> Result<(), StorageError> {
         let mut latest: HashMap<&str, &ValidationRecord> = HashMap::new();
         // Only scored records (an input error has no output hash) move the node's score.
-        for r in records.iter().filter(|r| r.output_hash.is_some()) {
+        for r in records.into_iter().filter(|r| r.output_hash.is_some()) {
             let e = latest.entry(r.node_id.as_str()).or_insert(r);
             if r.validated_at > e.validated_at {
                 *e = r;
