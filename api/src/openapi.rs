@@ -50,6 +50,7 @@ use crate::{error, routes, state::AppState};
         routes::set_thresholds,
         routes::list_alerts,
         routes::submit_proofs,
+        routes::rotate_secret,
         routes::calculate,
         routes::validate,
         routes::latest_score,

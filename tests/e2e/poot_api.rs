@@ -436,6 +436,45 @@ async fn a_proof_signed_with_another_nodes_secret_is_refused() {
 }
 
 #[tokio::test]
+async fn after_a_secret_rotation_only_proofs_signed_with_the_new_secret_are_accepted() {
+    let app = api_only().await;
+    let node = create_node(&app, "worker").await;
+    let rotate = format!("/api/v1/nodes/{}/poot/secret/rotate", node.id);
+    let r = app.api_call(Method::POST, &rotate, None).await;
+    let out = r.expect(200, "rotate").clone();
+    let secret = out["secret"].as_str().expect("secret").to_string();
+    assert_eq!(out["node_id"], node.id.as_str(), "{out}");
+    assert_eq!(secret.len(), 64, "{out}");
+    assert_ne!(secret, node.secret);
+
+    post_proofs(
+        &app,
+        &node.id,
+        &signed(&node.secret, now_slot() - 1, beacon(120)),
+    )
+    .await
+    .expect_error(422, "LUCID_ERR_5005");
+    post_proofs(
+        &app,
+        &node.id,
+        &signed(&secret, now_slot() - 1, beacon(120)),
+    )
+    .await
+    .expect(201, "new secret");
+    let got = app
+        .get_json(&format!("/api/v1/nodes/{}", node.id), 200)
+        .await;
+    assert!(got.get("secret").is_none(), "{got}");
+    app.api_call(
+        Method::POST,
+        "/api/v1/nodes/node_missing_rotate/poot/secret/rotate",
+        None,
+    )
+    .await
+    .expect_error(404, "LUCID_ERR_5001");
+}
+
+#[tokio::test]
 async fn proofs_for_a_future_slot_or_with_more_uptime_than_a_slot_are_refused_422() {
     let app = api_only().await;
     let node = create_node(&app, "worker").await;

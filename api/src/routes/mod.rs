@@ -98,6 +98,10 @@ pub fn routes() -> Router<AppState> {
             post(poot::submit_proofs),
         )
         .route(
+            "/api/v1/nodes/{node_id}/poot/secret/rotate",
+            post(poot::rotate_secret),
+        )
+        .route(
             "/api/v1/nodes/{node_id}/poot/calculate",
             post(poot::calculate),
         )

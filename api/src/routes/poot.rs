@@ -390,3 +390,38 @@ pub async fn statistics(
         lucid_jobs::poot::stats::statistics(&state.jobs.db, start, end).await?,
     ))
 }
+
+/// Answer of a secret rotation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SecretOut {
+    /// Node id.
+    pub node_id: String,
+    /// The new hex secret for signing work proofs. Shown only here; proofs
+    /// signed with the previous secret are refused from now on.
+    pub secret: String,
+    /// When it was rotated.
+    pub rotated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Replaces a node's proof-signing secret and returns the new one, once.
+#[utoipa::path(post, path = "/api/v1/nodes/{node_id}/poot/secret/rotate", tag = "poot", params(("node_id" = String, Path)),
+    responses((status = 200, body = SecretOut), (status = 404, body = ErrorEnvelope)))]
+#[tracing::instrument(skip(state))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    ValidPath(raw): ValidPath<String>,
+) -> Result<Json<SecretOut>, ApiError> {
+    let node = load_node(&state, &raw).await?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let updated = state
+        .nodes
+        .update(&node.node_id, mongodb::bson::doc! { "secret": &secret })
+        .await?
+        .ok_or_else(|| crate::routes::nodes::node_not_found(&node.node_id))?;
+    tracing::info!(node_id = %updated.node_id, "proof secret rotated");
+    Ok(Json(SecretOut {
+        node_id: updated.node_id,
+        secret,
+        rotated_at: updated.updated_at.to_chrono(),
+    }))
+}
