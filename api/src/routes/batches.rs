@@ -177,7 +177,7 @@ pub async fn list_items(
     }
     .resolve()?;
     load(&state, &batch_id).await?;
-    let mut filter = doc! { "batch_id": &batch_id };
+    let mut filter = lucid_jobs::batch::batch_records(&batch_id);
     if let Some(status) = &q.status {
         if status != "succeeded" && status != "failed" {
             return Err(ApiError::field("status", "must be succeeded or failed"));
@@ -194,7 +194,7 @@ pub async fn list_items(
         .map_err(lucid_jobs::storage::StorageError::from)?;
     let items: Vec<ValidationRecord> = coll
         .find(filter)
-        .sort(doc! { "item_index": 1 })
+        .sort(doc! { "_id": 1 })
         .skip((page - 1) * page_size)
         .limit(page_size as i64)
         .await

@@ -75,6 +75,17 @@ impl BatchRecord {
     pub fn chunk_job_id(&self, index: u64) -> String {
         chunk_job_id(&self.batch_id, index)
     }
+    /// Filter on the validation records of chunk `index`: their ids
+    /// (`{batch_id}:{item_index:06}`) are one contiguous `_id` range.
+    pub fn chunk_records(&self, index: u64) -> mongodb::bson::Document {
+        let first = index * self.chunk_size;
+        let end = first + self.chunk_len(index);
+        mongodb::bson::doc! { "_id": {
+            "$gte": item_record_id(&self.batch_id, first),
+            "$lt": item_record_id(&self.batch_id, end),
+        } }
+    }
+
     /// Items in chunk `index`.
     pub fn chunk_len(&self, index: u64) -> u64 {
         self.total
@@ -84,6 +95,18 @@ impl BatchRecord {
 }
 
 /// Deterministic id of a batch's chunk job.
+/// The id of the validation record of item `index` of a batch: ids sort in item order.
+pub fn item_record_id(batch_id: &str, index: u64) -> String {
+    format!("{batch_id}:{index:06}")
+}
+
+/// Filter on every validation record of a batch (an `_id` prefix range, in item order).
+pub fn batch_records(batch_id: &str) -> mongodb::bson::Document {
+    // ';' follows ':' in ASCII: the range is exactly the ids starting "{batch_id}:".
+    mongodb::bson::doc! { "_id": { "$gte": format!("{batch_id}:"), "$lt": format!("{batch_id};") } }
+}
+
+/// Job id of chunk `index` of a batch.
 pub fn chunk_job_id(batch_id: &str, index: u64) -> String {
     format!("{batch_id}-c{index:05}")
 }

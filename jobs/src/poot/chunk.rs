@@ -11,7 +11,7 @@ use super::{
     validation::{MAX_CLOCK_SKEW_SECS, RecordBase, ValidationRecord, Validator},
 };
 use crate::{
-    batch::{BatchRecord, BatchStatus, ChunkResult, chunk_job_id},
+    batch::{BatchRecord, BatchStatus, ChunkResult, chunk_job_id, item_record_id},
     handlers::JobContext,
     queue::{EnqueueOptions, JobLease, NewJob, POOT_VALIDATION_QUEUE},
     storage::collections,
@@ -120,10 +120,12 @@ pub async fn run_chunk(
         tracing::info!(%batch_id, chunk_index, "batch cancelled; chunk skipped");
         return Ok(());
     }
-    ctx.batches
-        .mark_started(&batch_id)
-        .await
-        .context("mark batch started")?;
+    if batch.status == BatchStatus::Queued {
+        ctx.batches
+            .mark_started(&batch_id)
+            .await
+            .context("mark batch started")?;
+    }
     let started = std::time::Instant::now();
     let node_ids: HashSet<&str> = items.iter().map(|i| i.node_id.as_str()).collect();
     let nodes = ctx
@@ -166,7 +168,7 @@ pub async fn run_chunk(
                 ));
             }
             let base = RecordBase {
-                validation_id: format!("{batch_id}:{item_index:06}"),
+                validation_id: item_record_id(&batch_id, item_index),
                 node_id: item.node_id.clone(),
                 output_hash,
                 timestamp: bson::DateTime::from_chrono(item.timestamp),
@@ -239,7 +241,7 @@ pub async fn run_chunk(
         let failed = records.iter().filter(|r| r.status == "failed").count() as u64;
         (records.len() as u64, failed)
     } else {
-        count_stored(ctx, &batch_id, chunk_index).await?
+        count_stored(ctx, &batch, chunk_index).await?
     };
     ctx.batches
         .save_chunk(&ChunkResult {
@@ -262,11 +264,11 @@ pub async fn run_chunk(
 /// (stored, failed) records of a chunk.
 async fn count_stored(
     ctx: &JobContext,
-    batch_id: &str,
+    batch: &BatchRecord,
     chunk_index: u64,
 ) -> anyhow::Result<(u64, u64)> {
     let stored = ctx.db.collection::<Document>(collections::POOT_VALIDATIONS);
-    let filter = doc! { "batch_id": batch_id, "chunk_index": chunk_index as i64 };
+    let filter = batch.chunk_records(chunk_index);
     let total = stored
         .count_documents(filter.clone())
         .await
@@ -376,10 +378,10 @@ async fn record_dead_chunk(
         return Ok(());
     };
     let stored = ctx.db.collection::<Document>(collections::POOT_VALIDATIONS);
+    let mut filter = batch.chunk_records(chunk_index);
+    filter.insert("status", "succeeded");
     let succeeded = stored
-        .count_documents(
-            doc! { "batch_id": batch_id, "chunk_index": chunk_index as i64, "status": "succeeded" },
-        )
+        .count_documents(filter)
         .await
         .context("count stored items")?;
     ctx.batches

@@ -375,12 +375,28 @@ impl Validator {
                 *e = r;
             }
         }
-        for (node, r) in latest {
+        // One `update` command with a statement per node (standard since
+        // MongoDB 2.6): one round trip and one commit instead of one per node.
+        // `$not: {$gte}` also matches a node never scored, and keeps each
+        // statement routed by `_id` (an `$or` would not be).
+        let statements: Vec<Document> = latest
+            .into_iter()
+            .map(|(node, r)| {
+                doc! {
+                    "q": { "_id": node, "poot_scored_at": { "$not": { "$gte": r.validated_at } } },
+                    "u": { "$set": { "poot_score": r.score, "poot_scored_at": r.validated_at } },
+                }
+            })
+            .collect();
+        for part in statements.chunks(1000) {
             self.nodes
-                .update_one(
-                    doc! { "_id": node, "$or": [{ "poot_scored_at": { "$lt": r.validated_at } }, { "poot_scored_at": bson::Bson::Null }] },
-                    doc! { "$set": { "poot_score": r.score, "poot_scored_at": r.validated_at } },
-                )
+                .client()
+                .database(&self.nodes.namespace().db)
+                .run_command(doc! {
+                    "update": self.nodes.name(),
+                    "updates": part,
+                    "ordered": false,
+                })
                 .await?;
         }
         Ok(())

@@ -99,15 +99,9 @@ impl Db {
     pub async fn ensure_indexes(&self) -> Result<(), StorageError> {
         let index = |keys: Document| IndexModel::builder().keys(keys).build();
         let validations = self.collection::<Document>(collections::POOT_VALIDATIONS);
-        validations
-            .create_index(index(doc! { "batch_id": 1, "item_index": 1 }))
-            .await?;
-        validations
-            .create_index(index(doc! { "batch_id": 1, "status": 1, "item_index": 1 }))
-            .await?;
-        validations
-            .create_index(index(doc! { "batch_id": 1, "chunk_index": 1 }))
-            .await?;
+        // Batch records need no index of their own: their ids
+        // (`{batch_id}:{item_index:06}`) make every batch and chunk an `_id`
+        // range, and each secondary index slows the batch path's inserts.
         validations
             .create_index(index(doc! { "node_id": 1, "validated_at": -1 }))
             .await?;
