@@ -47,6 +47,10 @@ pub mod codes {
     pub const POOT_VALIDATION_FAILED: &str = "LUCID_ERR_5005";
     /// A node with this id exists.
     pub const NODE_EXISTS: &str = "LUCID_ERR_5007";
+    /// A payout is not in a status that allows the operation.
+    pub const PAYOUT_STATUS: &str = "LUCID_ERR_5006";
+    /// An `Idempotency-Key` reused with a different request.
+    pub const IDEMPOTENCY_MISMATCH: &str = "LUCID_ERR_4221";
     /// A pool with this id exists.
     pub const POOL_EXISTS: &str = "LUCID_ERR_5008";
     /// The allocation is not possible (full pool, node in another pool, ...).

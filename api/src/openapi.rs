@@ -56,6 +56,14 @@ use crate::{error, routes, state::AppState};
         routes::latest_score,
         routes::history,
         routes::statistics,
+        routes::create_payout,
+        routes::list_payouts,
+        routes::submit_payout_batch,
+        routes::get_payout_batch,
+        routes::get_payout,
+        routes::cancel_payout,
+        routes::payout_stats,
+        routes::payout_queue,
     ),
     components(schemas(error::ErrorEnvelope, error::ErrorBody, error::FieldError))
 )]

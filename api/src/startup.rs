@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use lucid_jobs::{config::Settings, handlers::JobContext, queue::Queue, storage::Db};
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -41,11 +40,13 @@ impl Application {
         db.ensure_indexes()
             .await
             .context("create MongoDB indexes (LUCID_MONGODB_URL)")?;
-        let pg = PgPoolOptions::new()
-            .max_connections(5)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(settings.postgres_url.expose_secret())
-            .context("parse LUCID_POSTGRES_URL")?;
+        let ledger = lucid_jobs::ledger::Ledger::connect(
+            settings.postgres_url.expose_secret(),
+            &settings.postgres_schema,
+        )
+        .await
+        .context("connect to PostgreSQL and migrate the ledger (LUCID_POSTGRES_URL)")?;
+        let pg = ledger.pool().clone();
         let listener = TcpListener::bind((settings.node_api_host.as_str(), settings.node_api_port))
             .await
             .with_context(|| {
@@ -61,13 +62,17 @@ impl Application {
             .ensure_indexes()
             .await
             .context("create PoOT indexes (LUCID_MONGODB_URL)")?;
+        lucid_jobs::payouts::repo::PayoutRepo::new(&db)
+            .ensure_indexes()
+            .await
+            .context("create payout indexes (LUCID_MONGODB_URL)")?;
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let state = AppState {
             nodes: lucid_jobs::storage::nodes::NodeRepo::new(&db),
             resources: lucid_jobs::storage::resources::ResourceRepo::new(&db),
             pools: lucid_jobs::storage::pools::PoolRepo::new(&db),
             validator,
-            jobs: JobContext::new(db, queue, Arc::new(settings)),
+            jobs: JobContext::new(db, queue, ledger, Arc::new(settings)),
             pg,
         };
         Ok(Self {

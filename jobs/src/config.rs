@@ -95,6 +95,12 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// `LUCID_RESOURCE_RETENTION_DAYS`: how long resource samples are kept (TTL index).
     pub resource_retention_days: u32,
+    /// `LUCID_POSTGRES_SCHEMA`: schema of the ledger tables (created if missing).
+    pub postgres_schema: String,
+    /// `LUCID_PAYOUTS__<FIELD>`: amount limits, fees, retries and the rail, e.g.
+    /// `LUCID_PAYOUTS__MAX_AMOUNT=10000`, `LUCID_PAYOUTS__MAX_RETRIES=3`,
+    /// `LUCID_PAYOUTS__RAIL_FAILURE_RATE=0.1` (see [`crate::payouts::PayoutSettings`]).
+    pub payouts: crate::payouts::PayoutSettings,
     /// `LUCID_POOT__<FIELD>`: the PoOT scoring constants, e.g.
     /// `LUCID_POOT__WINDOW_SECONDS=604800` or `LUCID_POOT__WEIGHTS=[0.25,0.2,0.15,0.1,0.15,0.1,0.05]`
     /// (see [`crate::poot::score`]).
@@ -130,6 +136,8 @@ impl Default for Settings {
             shutdown_grace_secs: 30,
             resource_retention_days: 30,
             poot: crate::poot::score::ScoringConfig::default(),
+            postgres_schema: "public".into(),
+            payouts: crate::payouts::PayoutSettings::default(),
         }
     }
 }
@@ -229,10 +237,75 @@ impl Settings {
             return Err(invalid("LUCID_MAX_OUTPUT_BYTES", "must be positive"));
         }
         self.validate_scoring()?;
+        self.validate_payouts()?;
         if let Some(secret) = &self.jwt_secret
             && secret.expose_secret().len() < 32
         {
             return Err(invalid("LUCID_JWT_SECRET", "must be at least 32 bytes"));
+        }
+        Ok(())
+    }
+
+    fn validate_payouts(&self) -> Result<(), ConfigError> {
+        let invalid = |var: &'static str, reason: &str| ConfigError::Invalid {
+            var,
+            reason: reason.into(),
+        };
+        let schema = &self.postgres_schema;
+        if schema.is_empty()
+            || schema.len() > 63
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "LUCID_POSTGRES_SCHEMA",
+                "must be 1-63 characters of a-z, 0-9 and _",
+            ));
+        }
+        let p = &self.payouts;
+        let f = &p.fees;
+        if f.min_amount <= rust_decimal::Decimal::ZERO || f.max_amount < f.min_amount {
+            return Err(invalid(
+                "LUCID_PAYOUTS__MAX_AMOUNT",
+                "needs 0 < LUCID_PAYOUTS__MIN_AMOUNT <= LUCID_PAYOUTS__MAX_AMOUNT",
+            ));
+        }
+        if f.fee_rate < rust_decimal::Decimal::ZERO || f.fee_rate >= rust_decimal::Decimal::ONE {
+            return Err(invalid("LUCID_PAYOUTS__FEE_RATE", "must be within 0..1"));
+        }
+        if f.min_fee < rust_decimal::Decimal::ZERO || f.max_fee < f.min_fee {
+            return Err(invalid(
+                "LUCID_PAYOUTS__MAX_FEE",
+                "needs 0 <= LUCID_PAYOUTS__MIN_FEE <= LUCID_PAYOUTS__MAX_FEE",
+            ));
+        }
+        if f.min_fee >= f.min_amount {
+            return Err(invalid(
+                "LUCID_PAYOUTS__MIN_FEE",
+                "must be below LUCID_PAYOUTS__MIN_AMOUNT (net must stay positive)",
+            ));
+        }
+        if p.max_retries > 5 {
+            return Err(invalid("LUCID_PAYOUTS__MAX_RETRIES", "must be at most 5"));
+        }
+        if p.rail != "simulated" {
+            return Err(invalid(
+                "LUCID_PAYOUTS__RAIL",
+                "only `simulated` exists (a real rail is later work)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&p.rail_failure_rate) {
+            return Err(invalid(
+                "LUCID_PAYOUTS__RAIL_FAILURE_RATE",
+                "must be within 0..=1",
+            ));
+        }
+        if p.rail_timeout_ms == 0 {
+            return Err(invalid(
+                "LUCID_PAYOUTS__RAIL_TIMEOUT_MS",
+                "must be positive",
+            ));
         }
         Ok(())
     }

@@ -9,6 +9,8 @@ pub mod batch;
 pub mod config;
 pub mod domain;
 pub mod handlers;
+pub mod ledger;
+pub mod payouts;
 pub mod poot;
 pub mod queue;
 pub mod shutdown;

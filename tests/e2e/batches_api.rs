@@ -998,7 +998,9 @@ async fn queues_list_both_queues_with_counts_and_the_live_worker() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        worker_queues.contains(&"poot-validation") && worker_queues.contains(&"callbacks"),
+        worker_queues.contains(&"poot-validation")
+            && worker_queues.contains(&"callbacks")
+            && worker_queues.contains(&"payouts"),
         "{v}"
     );
     let names: Vec<&str> = v["queues"]
@@ -1007,7 +1009,7 @@ async fn queues_list_both_queues_with_counts_and_the_live_worker() {
         .iter()
         .filter_map(|q| q["queue"].as_str())
         .collect();
-    assert_eq!(names, ["poot-validation", "callbacks"], "{v}");
+    assert_eq!(names, ["poot-validation", "callbacks", "payouts"], "{v}");
     for q in v["queues"].as_array().expect("queues") {
         for k in [
             "queued",

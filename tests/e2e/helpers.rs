@@ -29,6 +29,7 @@ pub fn test_settings() -> Settings {
         .into(),
         database_name: format!("test_{id}"),
         queue_prefix: format!("test_{id}"),
+        postgres_schema: format!("test_{id}"),
         worker_health_host: "127.0.0.1".into(),
         worker_health_port: 0,
         worker_concurrency: 4,
@@ -227,8 +228,30 @@ impl TestApp {
                 "LUCID_BATCH_CHUNK_SIZE".into(),
                 s.batch_chunk_size.to_string(),
             ),
+            ("LUCID_POSTGRES_SCHEMA".into(), s.postgres_schema.clone()),
+            (
+                "LUCID_PAYOUTS__RAIL_FAILURE_RATE".into(),
+                s.payouts.rail_failure_rate.to_string(),
+            ),
+            (
+                "LUCID_PAYOUTS__RAIL_DELAY_MS".into(),
+                s.payouts.rail_delay_ms.to_string(),
+            ),
+            (
+                "LUCID_PAYOUTS__RAIL_TIMEOUT_MS".into(),
+                s.payouts.rail_timeout_ms.to_string(),
+            ),
             ("LUCID_LOG_LEVEL".into(), "warn".into()),
         ]
+    }
+
+    /// The ledger of this test (its own PostgreSQL schema).
+    pub fn ledger(&self) -> lucid_jobs::ledger::Ledger {
+        lucid_jobs::ledger::Ledger::connect_lazy(
+            self.settings.postgres_url.expose_secret(),
+            &self.settings.postgres_schema,
+        )
+        .expect("ledger pool")
     }
 
     /// Spawns a real worker process named `name`.

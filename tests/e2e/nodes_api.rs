@@ -1267,12 +1267,17 @@ async fn static_segments_pools_poot_and_payouts_win_over_node_id() {
         "/api/v1/nodes/poot",
         "/api/v1/nodes/payouts",
         "/api/v1/nodes/poot/status",
-        "/api/v1/nodes/payouts/status",
     ] {
         let r = app.api_call(Method::GET, path, None).await;
         r.expect_error(422, VALIDATION);
         assert_eq!(r.error_fields(), ["node_id"], "{path}");
     }
+    // Under nodes/payouts/ the payout routes win: `status` is read as a payout id.
+    let r = app
+        .api_call(Method::GET, "/api/v1/nodes/payouts/status", None)
+        .await;
+    r.expect_error(422, VALIDATION);
+    assert_eq!(r.error_fields(), ["payout_id"]);
     let r = app
         .api_call(Method::POST, "/api/v1/nodes/poot/start", None)
         .await;

@@ -108,7 +108,12 @@ async fn job_context(settings: &Settings) -> JobContext {
     let queue = Queue::connect(settings.redis_url.expose_secret(), settings.queue())
         .await
         .expect("connect Redis");
-    JobContext::new(db, queue, Arc::new(settings.clone()))
+    let ledger = lucid_jobs::ledger::Ledger::connect_lazy(
+        settings.postgres_url.expose_secret(),
+        &settings.postgres_schema,
+    )
+    .expect("ledger pool");
+    JobContext::new(db, queue, ledger, Arc::new(settings.clone()))
 }
 
 /// Workers of one test, each on its own thread with its own Tokio runtime

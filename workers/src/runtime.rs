@@ -14,10 +14,11 @@ use apalis_core::error::BoxDynError;
 use lucid_jobs::{
     config::Settings,
     handlers::{CallbackJob, JobContext, deliver_callback},
+    payouts::job::{PayoutJob, process_payout},
     poot::{PootValidationJob, handle_chunk},
     queue::{
-        ALL_QUEUES, CALLBACKS_QUEUE, JobLease, LeaseKeeper, LeaseSet, POOT_VALIDATION_QUEUE, Queue,
-        RedisBackend, job_error,
+        ALL_QUEUES, CALLBACKS_QUEUE, JobLease, LeaseKeeper, LeaseSet, PAYOUTS_QUEUE,
+        POOT_VALIDATION_QUEUE, Queue, RedisBackend, job_error,
     },
     storage::Db,
 };
@@ -71,9 +72,17 @@ impl Application {
                 settings.worker_health_port
             )
         })?;
+        let ledger = lucid_jobs::ledger::Ledger::connect(
+            expose(&settings.postgres_url),
+            &settings.postgres_schema,
+        )
+        .await
+        .context("connect to PostgreSQL and migrate the ledger (LUCID_POSTGRES_URL)")?;
         let name = unique_worker_name(&settings);
-        let ctx = JobContext::new(db, queue, Arc::new(settings));
-        ctx.ensure_indexes().await.context("create PoOT indexes")?;
+        let ctx = JobContext::new(db, queue, ledger, Arc::new(settings));
+        ctx.ensure_indexes()
+            .await
+            .context("create PoOT and payout indexes")?;
         Ok(Self {
             ctx,
             name,
@@ -124,18 +133,25 @@ impl Application {
             stop.clone(),
             callback_handler,
         );
+        let payouts = run_registered_worker(
+            self.ctx.clone(),
+            &self.name,
+            PAYOUTS_QUEUE,
+            stop.clone(),
+            payout_handler,
+        );
         let heartbeat = heartbeat(self.ctx.clone(), self.name.clone(), stop.clone());
         let drain_flag = async {
             stop.cancelled().await;
             draining.store(true, Ordering::Relaxed);
         };
-        let (r1, r2, (), ()) = tokio::join!(poot, callbacks, heartbeat, drain_flag);
+        let (r1, r2, r3, (), ()) = tokio::join!(poot, callbacks, payouts, heartbeat, drain_flag);
         if let Err(e) = self.ctx.queue.unregister_worker(&self.name).await {
             tracing::warn!(error = %e, "could not unregister worker");
         }
         health_stop.cancel();
         let _ = server.await;
-        r1.and(r2)
+        r1.and(r2).and(r3)
     }
 }
 
@@ -165,6 +181,14 @@ async fn poot_handler(
     ctx: Data<JobContext>,
 ) -> Result<(), BoxDynError> {
     handle_chunk(&ctx, job, &lease).await.map_err(job_error)
+}
+
+async fn payout_handler(
+    job: PayoutJob,
+    lease: Data<JobLease>,
+    ctx: Data<JobContext>,
+) -> Result<(), BoxDynError> {
+    process_payout(&ctx, job, &lease).await.map_err(job_error)
 }
 
 async fn callback_handler(

@@ -4,6 +4,7 @@ mod batches;
 mod health;
 mod jobs;
 mod nodes;
+mod payouts;
 mod pools;
 mod poot;
 mod resources;
@@ -24,6 +25,7 @@ pub use batches::*;
 pub use health::*;
 pub use jobs::*;
 pub use nodes::*;
+pub use payouts::*;
 pub use pools::*;
 pub use poot::*;
 pub use resources::*;
@@ -96,6 +98,28 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/nodes/{node_id}/poot/proofs",
             post(poot::submit_proofs),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/payouts",
+            get(payouts::list_payouts).post(payouts::create_payout),
+        )
+        .route(
+            "/api/v1/nodes/payouts/batch",
+            post(payouts::submit_payout_batch),
+        )
+        .route(
+            "/api/v1/nodes/payouts/batch/{batch_id}",
+            get(payouts::get_payout_batch),
+        )
+        .route("/api/v1/nodes/payouts/stats", get(payouts::payout_stats))
+        .route("/api/v1/nodes/payouts/queue", get(payouts::payout_queue))
+        .route(
+            "/api/v1/nodes/payouts/{payout_id}",
+            get(payouts::get_payout),
+        )
+        .route(
+            "/api/v1/nodes/payouts/{payout_id}/cancel",
+            post(payouts::cancel_payout),
         )
         .route(
             "/api/v1/nodes/{node_id}/poot/secret/rotate",

@@ -32,24 +32,45 @@ pub struct JobContext {
     pub validator: crate::poot::validation::Validator,
     /// Per-batch node snapshots (scores computed once per batch and node).
     pub snapshots: crate::poot::snapshot::Snapshots,
+    /// Payout documents.
+    pub payouts: crate::payouts::repo::PayoutRepo,
+    /// The payout ledger (PostgreSQL).
+    pub ledger: crate::ledger::Ledger,
+    /// The payment rail.
+    pub gateway: Arc<dyn crate::payouts::gateway::PayoutGateway>,
 }
 
 impl JobContext {
     /// Creates the indexes of the PoOT collections the handlers write.
     pub async fn ensure_indexes(&self) -> Result<(), crate::storage::StorageError> {
         self.validator.ensure_indexes().await?;
+        self.payouts.ensure_indexes().await?;
         self.snapshots.ensure_indexes().await
     }
 
     /// Builds the context from its connections.
-    pub fn new(db: Db, queue: Queue, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        db: Db,
+        queue: Queue,
+        ledger: crate::ledger::Ledger,
+        settings: Arc<Settings>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
         let poot = crate::poot::repo::PootRepo::new(&db, settings.poot.clone());
         let validator = crate::poot::validation::Validator::new(&db, poot);
+        let rail = &settings.payouts;
+        let gateway = Arc::new(crate::payouts::gateway::SimulatedRail::new(
+            ledger.pool().clone(),
+            rail.rail_failure_rate,
+            std::time::Duration::from_millis(rail.rail_delay_ms),
+        ));
         Self {
+            payouts: crate::payouts::repo::PayoutRepo::new(&db),
+            ledger,
+            gateway,
             batches: BatchRepo::new(&db),
             snapshots: crate::poot::snapshot::Snapshots::new(&db, validator.clone()),
             validator,

@@ -7,8 +7,10 @@ use utoipa::ToSchema;
 pub const POOT_VALIDATION_QUEUE: &str = "poot-validation";
 /// Queue of batch completion callbacks (webhooks).
 pub const CALLBACKS_QUEUE: &str = "callbacks";
+/// Queue of payouts (one job per payout; `urgent` drains first).
+pub const PAYOUTS_QUEUE: &str = "payouts";
 /// Every queue the platform runs, for listings and the worker.
-pub const ALL_QUEUES: &[&str] = &[POOT_VALIDATION_QUEUE, CALLBACKS_QUEUE];
+pub const ALL_QUEUES: &[&str] = &[POOT_VALIDATION_QUEUE, CALLBACKS_QUEUE, PAYOUTS_QUEUE];
 
 /// A job's lifecycle state, readable from any process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

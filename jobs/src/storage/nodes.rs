@@ -164,6 +164,25 @@ impl NodeRepo {
             .await?)
     }
 
+    /// Which of `node_ids` exist.
+    pub async fn existing(
+        &self,
+        node_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StorageError> {
+        let docs: Vec<Document> = self
+            .nodes
+            .clone_with_type::<Document>()
+            .find(doc! { "_id": { "$in": node_ids } })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(String::from))
+            .collect())
+    }
+
     /// Deletes a node; false when it did not exist.
     pub async fn delete(&self, node_id: &str) -> Result<bool, StorageError> {
         Ok(self
