@@ -4,6 +4,7 @@
 mod batches_api;
 mod helpers;
 mod nodes_api;
+mod payouts_api;
 mod pools_api;
 mod poot_api;
 mod queue_guarantees;

@@ -262,11 +262,7 @@ pub async fn cancel_payout(
     match state.jobs.payouts.cancel(&id).await? {
         Ok(p) => {
             // Its job finds it cancelled and does nothing; dropping it early saves a fetch.
-            let _ = state
-                .jobs
-                .queue
-                .cancel(&format!("payout-{id}"))
-                .await;
+            let _ = state.jobs.queue.cancel(&format!("payout-{id}")).await;
             tracing::info!(payout_id = %id, "payout cancelled");
             Ok(Json(p.into()))
         }
@@ -283,14 +279,12 @@ pub async fn cancel_payout(
 }
 
 fn check_batch_id(id: &str) -> Result<(), String> {
-    let ok = id
-        .strip_prefix("batch_")
-        .is_some_and(|rest| {
-            (1..=64).contains(&rest.len())
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        });
+    let ok = id.strip_prefix("batch_").is_some_and(|rest| {
+        (1..=64).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
     if ok {
         Ok(())
     } else {
