@@ -1009,7 +1009,11 @@ async fn queues_list_both_queues_with_counts_and_the_live_worker() {
         .iter()
         .filter_map(|q| q["queue"].as_str())
         .collect();
-    assert_eq!(names, ["poot-validation", "callbacks", "payouts"], "{v}");
+    assert_eq!(
+        names,
+        ["poot-validation", "callbacks", "payouts", "earnings"],
+        "{v}"
+    );
     for q in v["queues"].as_array().expect("queues") {
         for k in [
             "queued",

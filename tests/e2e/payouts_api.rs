@@ -4,6 +4,7 @@
 //! and a killed worker are in [`batch`].
 
 mod batch;
+mod earnings;
 
 use std::time::Duration;
 

@@ -46,9 +46,9 @@ const STATISTICS: &str = "/api/v1/nodes/poot/statistics";
 // ---------------------------------------------------------------------------
 
 /// A registered node and the secret it was given at creation.
-struct Node {
-    id: String,
-    secret: String,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) secret: String,
 }
 
 /// The API without workers (nothing here but the batch test needs one).
@@ -56,7 +56,7 @@ async fn api_only() -> TestApp {
     spawn_app_with(test_settings(), 0).await
 }
 
-async fn create_node(app: &TestApp, node_type: &str) -> Node {
+pub(crate) async fn create_node(app: &TestApp, node_type: &str) -> Node {
     let r = app
         .api_call(
             Method::POST,
@@ -165,7 +165,7 @@ fn work_history(secret: &str, chunks: u64) -> Vec<Value> {
 }
 
 /// Gives `node` the standard week of work; returns its expected score.
-async fn give_work(app: &TestApp, node: &Node, chunks: u64) -> f64 {
+pub(crate) async fn give_work(app: &TestApp, node: &Node, chunks: u64) -> f64 {
     submit_all(app, &node.id, &work_history(&node.secret, chunks)).await;
     29.75 + 0.4 * chunks as f64
 }

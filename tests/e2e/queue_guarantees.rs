@@ -98,7 +98,7 @@ impl Runs {
 
 /// A handler context of its own (own Redis and MongoDB connections), as a
 /// separate worker process would have.
-async fn job_context(settings: &Settings) -> JobContext {
+pub(crate) async fn job_context(settings: &Settings) -> JobContext {
     let db = Db::connect(
         settings.mongodb_url.expose_secret(),
         &settings.database_name,

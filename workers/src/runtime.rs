@@ -14,11 +14,14 @@ use apalis_core::error::BoxDynError;
 use lucid_jobs::{
     config::Settings,
     handlers::{CallbackJob, JobContext, deliver_callback},
-    payouts::job::{PayoutJob, process_payout},
+    payouts::{
+        earnings::{EarningsJob, handle_earnings},
+        job::{PayoutJob, process_payout},
+    },
     poot::{PootValidationJob, handle_chunk},
     queue::{
-        ALL_QUEUES, CALLBACKS_QUEUE, JobLease, LeaseKeeper, LeaseSet, PAYOUTS_QUEUE,
-        POOT_VALIDATION_QUEUE, Queue, RedisBackend, job_error,
+        ALL_QUEUES, CALLBACKS_QUEUE, EARNINGS_QUEUE, JobLease, LeaseKeeper, LeaseSet,
+        PAYOUTS_QUEUE, POOT_VALIDATION_QUEUE, Queue, RedisBackend, job_error,
     },
     storage::Db,
 };
@@ -140,18 +143,26 @@ impl Application {
             stop.clone(),
             payout_handler,
         );
+        let earnings = run_registered_worker(
+            self.ctx.clone(),
+            &self.name,
+            EARNINGS_QUEUE,
+            stop.clone(),
+            earnings_handler,
+        );
         let heartbeat = heartbeat(self.ctx.clone(), self.name.clone(), stop.clone());
         let drain_flag = async {
             stop.cancelled().await;
             draining.store(true, Ordering::Relaxed);
         };
-        let (r1, r2, r3, (), ()) = tokio::join!(poot, callbacks, payouts, heartbeat, drain_flag);
+        let (r1, r2, r3, r4, (), ()) =
+            tokio::join!(poot, callbacks, payouts, earnings, heartbeat, drain_flag);
         if let Err(e) = self.ctx.queue.unregister_worker(&self.name).await {
             tracing::warn!(error = %e, "could not unregister worker");
         }
         health_stop.cancel();
         let _ = server.await;
-        r1.and(r2).and(r3)
+        r1.and(r2).and(r3).and(r4)
     }
 }
 
@@ -189,6 +200,14 @@ async fn payout_handler(
     ctx: Data<JobContext>,
 ) -> Result<(), BoxDynError> {
     process_payout(&ctx, job, &lease).await.map_err(job_error)
+}
+
+async fn earnings_handler(
+    job: EarningsJob,
+    lease: Data<JobLease>,
+    ctx: Data<JobContext>,
+) -> Result<(), BoxDynError> {
+    handle_earnings(&ctx, job, &lease).await.map_err(job_error)
 }
 
 async fn callback_handler(

@@ -242,6 +242,31 @@ pub struct NodeConfiguration {
     pub auto_scaling: bool,
     /// Maintenance window, if any.
     pub maintenance_window: Option<MaintenanceWindow>,
+    /// Where earnings are paid, per currency (needed for earnings payouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_wallets: Option<PayoutWallets>,
+}
+
+/// A node's payout wallets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutWallets {
+    /// TRON address for USDT.
+    #[serde(rename = "USDT", default, skip_serializing_if = "Option::is_none")]
+    pub usdt: Option<String>,
+    /// `0x` address for LUCID.
+    #[serde(rename = "LUCID", default, skip_serializing_if = "Option::is_none")]
+    pub lucid: Option<String>,
+}
+
+impl PayoutWallets {
+    /// The wallet for `currency`, if set.
+    pub fn for_currency(&self, currency: super::payout::Currency) -> Option<&str> {
+        match currency {
+            super::payout::Currency::Usdt => self.usdt.as_deref(),
+            super::payout::Currency::Lucid => self.lucid.as_deref(),
+        }
+    }
 }
 
 /// A status change, kept on the node.
@@ -388,6 +413,15 @@ impl NodeConfiguration {
                 0,
                 MAX_BYTES,
             );
+        if let Some(w) = &self.payout_wallets {
+            for currency in super::payout::Currency::ALL {
+                if let Some(addr) = w.for_currency(currency)
+                    && let Err(m) = currency.check_wallet(addr)
+                {
+                    c.ensure(false, format!("payout_wallets.{currency}"), m);
+                }
+            }
+        }
         if let Some(w) = &self.maintenance_window {
             c.range("maintenance_window.day_of_week", w.day_of_week, 0, 6)
                 .ensure(

@@ -2,6 +2,7 @@
 //! payout job (queue `payouts`), the payment rail, and the ledger steps each
 //! payout writes (PostgreSQL, the source of truth for money).
 
+pub mod earnings;
 pub mod gateway;
 pub mod job;
 pub mod repo;
@@ -93,6 +94,22 @@ pub struct PayoutSettings {
     pub rail_delay_ms: u64,
     /// How long a rail call may take before it counts as failed.
     pub rail_timeout_ms: u64,
+    /// Unpaid earnings from which an earnings payout is created.
+    pub earnings_threshold: Decimal,
+    /// USDT split across nodes per epoch (day).
+    pub reward_pool_usdt: Decimal,
+    /// LUCID split across nodes per epoch (day).
+    pub reward_pool_lucid: Decimal,
+}
+
+impl PayoutSettings {
+    /// The epoch reward pool of `currency`.
+    pub fn reward_pool(&self, currency: Currency) -> Decimal {
+        match currency {
+            Currency::Usdt => self.reward_pool_usdt,
+            Currency::Lucid => self.reward_pool_lucid,
+        }
+    }
 }
 
 impl Default for PayoutSettings {
@@ -104,6 +121,9 @@ impl Default for PayoutSettings {
             rail_failure_rate: 0.0,
             rail_delay_ms: 0,
             rail_timeout_ms: 10_000,
+            earnings_threshold: Decimal::TEN,
+            reward_pool_usdt: Decimal::from(1_000),
+            reward_pool_lucid: Decimal::ZERO,
         }
     }
 }

@@ -9,8 +9,15 @@ pub const POOT_VALIDATION_QUEUE: &str = "poot-validation";
 pub const CALLBACKS_QUEUE: &str = "callbacks";
 /// Queue of payouts (one job per payout; `urgent` drains first).
 pub const PAYOUTS_QUEUE: &str = "payouts";
+/// Queue of earnings accruals (one job per epoch).
+pub const EARNINGS_QUEUE: &str = "earnings";
 /// Every queue the platform runs, for listings and the worker.
-pub const ALL_QUEUES: &[&str] = &[POOT_VALIDATION_QUEUE, CALLBACKS_QUEUE, PAYOUTS_QUEUE];
+pub const ALL_QUEUES: &[&str] = &[
+    POOT_VALIDATION_QUEUE,
+    CALLBACKS_QUEUE,
+    PAYOUTS_QUEUE,
+    EARNINGS_QUEUE,
+];
 
 /// A job's lifecycle state, readable from any process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -32,16 +32,23 @@ async fn submit(app: &TestApp, body: &Value) -> Value {
 }
 
 async fn wait_batch(app: &TestApp, batch_id: &str, timeout: Duration) -> Value {
+    // Polled like a client would (the view reads every payout of the batch).
     let path = format!("/api/v1/nodes/payouts/batch/{batch_id}");
-    eventually(timeout, "payout batch to finish", || async {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
         let v = app.get_json(&path, 200).await;
-        matches!(
+        if matches!(
             v["status"].as_str(),
             Some("completed" | "completed_with_failures")
-        )
-        .then_some(v)
-    })
-    .await
+        ) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "batch {batch_id} not done: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Checks, per currency, that the ledger equals the payout documents, and
