@@ -303,7 +303,7 @@ async fn a_nodes_payouts_are_listed_newest_first_filtered_and_paginated() {
     let r = app
         .api_call(Method::GET, &format!("{path}?status=paid"), None)
         .await;
-    r.expect_error(422, "LUCID_ERR_4220");
+    r.expect_error(400, "LUCID_ERR_4000");
     app.api_call(Method::GET, "/api/v1/nodes/node_nobody/payouts", None)
         .await
         .expect_error(404, "LUCID_ERR_5001");

@@ -320,3 +320,39 @@ async fn a_worker_killed_mid_batch_leaves_every_payout_settled_exactly_once() {
         .expect("count");
     assert_eq!(transfers, 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_batch_is_refused_whole_with_each_offending_field_named() {
+    let app = spawn_app_with(test_settings(), 0).await;
+    let nodes = vec!["node_pay_badbatch".to_string()];
+    app.insert_nodes(&nodes).await;
+    let post = |body: Value| {
+        let app = &app;
+        async move {
+            app.api_call(Method::POST, "/api/v1/nodes/payouts/batch", Some(&body))
+                .await
+        }
+    };
+    let r = post(json!({ "payouts": [] })).await;
+    r.expect_error(422, "LUCID_ERR_4220");
+    assert_eq!(r.error_fields(), ["payouts"]);
+    let too_many = batch_body("batch_big", &nodes, 1001);
+    assert_eq!(post(too_many).await.error_fields(), ["payouts"]);
+
+    let mut body = batch_body("not_a_batch", &nodes, 3);
+    body["payouts"][1]["amount"] = json!("0");
+    body["payouts"][2]["node_id"] = json!("node_unknown_batch");
+    let r = post(body).await;
+    r.expect_error(422, "LUCID_ERR_4220");
+    assert_eq!(r.error_fields(), ["batch_id", "payouts[1].amount"]);
+    let mut body = batch_body("batch_unknown_node", &nodes, 3);
+    body["payouts"][2]["node_id"] = json!("node_unknown_batch");
+    let r = post(body).await;
+    assert_eq!(r.error_fields(), ["payouts[2].node_id"]);
+    assert_eq!(
+        app.count("payouts", doc! {}).await,
+        0,
+        "nothing of a refused batch is stored"
+    );
+    assert_eq!(app.count("payout_batches", doc! {}).await, 0);
+}
