@@ -319,7 +319,7 @@ impl Settings {
         if p.slot_seconds == 0 || p.slot_seconds > 86_400 {
             return Err(invalid("LUCID_POOT__SLOT_SECONDS", "must be 1..=86400"));
         }
-        if p.window_seconds < p.slot_seconds || p.window_seconds % p.slot_seconds != 0 {
+        if p.window_seconds < p.slot_seconds || !p.window_seconds.is_multiple_of(p.slot_seconds) {
             return Err(invalid(
                 "LUCID_POOT__WINDOW_SECONDS",
                 "must be a positive multiple of LUCID_POOT__SLOT_SECONDS",

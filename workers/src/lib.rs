@@ -20,5 +20,5 @@ pub async fn cli_main() -> anyhow::Result<()> {
     let stop = lucid_jobs::shutdown::signal_token();
     let app = Application::build(settings).await?;
     tracing::info!(worker = %app.worker_name(), health_port = app.health_port(), "worker started");
-    app.run_until_stopped(stop).await
+    Box::pin(app.run_until_stopped(stop)).await
 }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lucid_workers::cli_main()
+    Box::pin(lucid_workers::cli_main())
         .await
         .context("lucid-worker failed")
 }

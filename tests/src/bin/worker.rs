@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lucid_workers::cli_main().await
+    Box::pin(lucid_workers::cli_main()).await
 }
