@@ -225,16 +225,6 @@ pub async fn validate(
     c.finish()?;
     let output_hash = output_hash.unwrap_or_default();
     let validation_id = format!("val_{}", uuid::Uuid::now_v7().simple());
-    if !state
-        .validator
-        .claim_nonce(&node.node_id, &body.nonce, &validation_id)
-        .await?
-    {
-        return Err(ApiError::conflict(
-            codes::CONFLICT,
-            "nonce already used by this node",
-        ));
-    }
     let now = chrono::Utc::now();
     let (breakdown, history) = state
         .validator
@@ -255,7 +245,13 @@ pub async fn validate(
         item_index: None,
     };
     let record = state.validator.record(base, &breakdown, &history, started);
-    state.validator.store(std::slice::from_ref(&record)).await?;
+    // The insert claims the nonce (unique per node): a replay stores nothing.
+    if !state.validator.store(&record).await? {
+        return Err(ApiError::conflict(
+            codes::CONFLICT,
+            "nonce already used by this node",
+        ));
+    }
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 

@@ -141,7 +141,7 @@ pub async fn run_chunk(
     let submitted = batch.created_at.to_chrono();
 
     // 1. Input checks; 2. nonce claims for the items that passed; 3. scores.
-    let mut pending: Vec<(RecordBase, Option<(&'static str, String)>)> = items
+    let pending: Vec<(RecordBase, Option<(&'static str, String)>)> = items
         .iter()
         .enumerate()
         .map(|(offset, item)| {
@@ -182,25 +182,6 @@ pub async fn run_chunk(
             (base, failure)
         })
         .collect();
-    let claims: Vec<(String, String, String)> = pending
-        .iter()
-        .filter(|(_, f)| f.is_none())
-        .map(|(b, _)| (b.node_id.clone(), b.nonce.clone(), b.validation_id.clone()))
-        .collect();
-    let owned = ctx
-        .validator
-        .claim_nonces(&claims)
-        .await
-        .context("claim nonces")?;
-    let mut owned = owned.into_iter();
-    for (_, failure) in pending.iter_mut().filter(|(_, f)| f.is_none()) {
-        if !owned.next().unwrap_or(false) {
-            *failure = Some((
-                ERR_POOT_VALIDATION,
-                "nonce already used by this node".into(),
-            ));
-        }
-    }
     let records: Vec<ValidationRecord> = pending
         .into_iter()
         .map(|(base, failure)| {
@@ -218,18 +199,47 @@ pub async fn run_chunk(
             }
         })
         .collect();
-    let all_new = ctx
+    // The insert claims each nonce (unique `nonce_key`). A refused record is
+    // either stored already (a re-run) or a replay of a nonce another
+    // validation used: the latter is stored as failed instead.
+    let duplicates = ctx
         .validator
         .insert(&records)
         .await
         .context("store validation records")?;
+    let all_new = duplicates.is_empty();
+    let mut replayed = HashSet::new();
+    if !all_new {
+        let ids: Vec<&str> = duplicates
+            .iter()
+            .map(|&i| records[i].validation_id.as_str())
+            .collect();
+        let stored = ctx
+            .validator
+            .existing_ids(&ids)
+            .await
+            .context("look up stored records")?;
+        let replays: Vec<ValidationRecord> = duplicates
+            .iter()
+            .map(|&i| &records[i])
+            .filter(|r| !stored.contains(&r.validation_id))
+            .map(Validator::replayed)
+            .collect();
+        ctx.validator
+            .insert(&replays)
+            .await
+            .context("store replayed items")?;
+        replayed.extend(replays.into_iter().map(|r| r.validation_id));
+    }
     // Each process moves a node's poot_score once per batch (the score is the batch's snapshot).
     let unpublished = ctx.snapshots.unpublished(&batch_id, &node_ids);
     ctx.validator
         .publish_scores(
             records
                 .iter()
-                .filter(|r| unpublished.contains(r.node_id.as_str()))
+                .filter(|r| {
+                    unpublished.contains(r.node_id.as_str()) && !replayed.contains(&r.validation_id)
+                })
                 .collect(),
         )
         .await

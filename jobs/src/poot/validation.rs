@@ -1,10 +1,7 @@
 //! Validating a node's PoOT output: the score from its window, judged against
 //! its history, recorded once as a [`ValidationRecord`].
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Instant};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -23,8 +20,6 @@ use super::{
 };
 use crate::storage::{Db, StorageError, collections, is_duplicate_key};
 
-/// Nonces seen per node (`_id` = `{node_id}:{nonce}`), kept a day.
-pub const NONCES: &str = "poot_nonces";
 /// Resource samples reported by nodes.
 const SAMPLES: &str = "resource_samples";
 /// Largest distance between a validation's timestamp and server time.
@@ -74,6 +69,10 @@ pub struct ValidationRecord {
     pub chunk_index: Option<u64>,
     /// Position in the batch, for batch items.
     pub item_index: Option<u64>,
+    /// `{node_id}:{nonce}` on scored records: a unique (sparse) index makes a
+    /// nonce usable once per node, claimed by the record's own insert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce_key: Option<String>,
 }
 
 /// Scores, history and records of PoOT validations.
@@ -81,7 +80,6 @@ pub struct ValidationRecord {
 pub struct Validator {
     poot: PootRepo,
     records: Collection<ValidationRecord>,
-    nonces: Collection<Document>,
     samples: Collection<Document>,
     nodes: Collection<Document>,
 }
@@ -96,7 +94,6 @@ impl Validator {
         Self {
             poot,
             records: db.collection(collections::POOT_VALIDATIONS),
-            nonces: db.collection(NONCES),
             samples: db.collection(SAMPLES),
             nodes: db.collection(collections::NODES),
         }
@@ -107,15 +104,14 @@ impl Validator {
         &self.poot
     }
 
-    /// Creates the indexes (nonces expire after a day).
+    /// Creates the indexes (one use of a nonce per node).
     pub async fn ensure_indexes(&self) -> Result<(), StorageError> {
         self.poot.ensure_indexes().await?;
-        let day = Duration::from_secs(24 * 3600);
-        self.nonces
+        self.records
             .create_index(
                 IndexModel::builder()
-                    .keys(doc! { "at": 1 })
-                    .options(IndexOptions::builder().expire_after(day).build())
+                    .keys(doc! { "nonce_key": 1 })
+                    .options(IndexOptions::builder().unique(true).sparse(true).build())
                     .build(),
             )
             .await?;
@@ -218,30 +214,6 @@ impl Validator {
         Ok((breakdown, history))
     }
 
-    /// Claims `nonce` for `validation_id`; false when another validation used it.
-    pub async fn claim_nonce(
-        &self,
-        node_id: &str,
-        nonce: &str,
-        validation_id: &str,
-    ) -> Result<bool, StorageError> {
-        let id = format!("{node_id}:{nonce}");
-        match self
-            .nonces
-            .insert_one(
-                doc! { "_id": &id, "validation_id": validation_id, "at": bson::DateTime::now() },
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate_key(&e) => {
-                let existing = self.nonces.find_one(doc! { "_id": &id }).await?;
-                Ok(existing.is_some_and(|d| d.get_str("validation_id") == Ok(validation_id)))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Builds the record of a validation whose output hashed to `output_hash`.
     pub fn record(
         &self,
@@ -251,6 +223,7 @@ impl Validator {
         started: Instant,
     ) -> ValidationRecord {
         let a = assess(breakdown.score, history);
+        let nonce_key = format!("{}:{}", base.node_id, base.nonce);
         ValidationRecord {
             validation_id: base.validation_id,
             node_id: base.node_id,
@@ -268,6 +241,7 @@ impl Validator {
             error_code: None,
             errors: a.errors,
             validated_at: bson::DateTime::now(),
+            nonce_key: Some(nonce_key),
             batch_id: base.batch_id,
             chunk_index: base.chunk_index,
             item_index: base.item_index,
@@ -293,71 +267,81 @@ impl Validator {
             status: "failed".into(),
             error_code: Some(code.to_string()),
             validated_at: bson::DateTime::now(),
+            nonce_key: None,
             batch_id: base.batch_id,
             chunk_index: base.chunk_index,
             item_index: base.item_index,
         }
     }
 
-    /// Claims many nonces at once: returns, per item, whether its nonce is
-    /// its own (first use, or already claimed by the same validation id).
-    pub async fn claim_nonces(
+    /// The record of a scored item whose nonce another validation used first.
+    pub fn replayed(r: &ValidationRecord) -> ValidationRecord {
+        ValidationRecord {
+            is_valid: false,
+            score: 0.0,
+            confidence: 0.0,
+            suspicious: false,
+            output_hash: None,
+            validation_time_ms: 0.0,
+            errors: vec!["nonce already used by this node".into()],
+            status: "failed".into(),
+            error_code: Some(super::ERR_POOT_VALIDATION.into()),
+            nonce_key: None,
+            ..r.clone()
+        }
+    }
+
+    /// Of `ids`, those stored.
+    pub async fn existing_ids(
         &self,
-        claims: &[(String, String, String)],
-    ) -> Result<Vec<bool>, StorageError> {
-        if claims.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = bson::DateTime::now();
-        let docs: Vec<Document> = claims
-            .iter()
-            .map(|(node, nonce, vid)| doc! { "_id": format!("{node}:{nonce}"), "validation_id": vid, "at": now })
-            .collect();
-        match self.nonces.insert_many(docs).ordered(false).await {
-            Ok(_) => return Ok(vec![true; claims.len()]),
-            Err(e) if is_duplicate_key(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let ids: Vec<String> = claims
-            .iter()
-            .map(|(n, nonce, _)| format!("{n}:{nonce}"))
-            .collect();
-        let owners: HashMap<String, String> = self
-            .nonces
-            .find(doc! { "_id": { "$in": &ids } })
+        ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StorageError> {
+        let docs: Vec<Document> = self
+            .records
+            .clone_with_type::<Document>()
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
             .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .into_iter()
-            .filter_map(|d| {
-                Some((
-                    d.get_str("_id").ok()?.to_string(),
-                    d.get_str("validation_id").ok()?.to_string(),
-                ))
-            })
-            .collect();
-        Ok(claims
+            .try_collect()
+            .await?;
+        Ok(docs
             .iter()
-            .zip(&ids)
-            .map(|((_, _, vid), id)| owners.get(id) == Some(vid))
+            .filter_map(|d| d.get_str("_id").ok().map(String::from))
             .collect())
     }
 
-    /// Stores records (each once) and moves each node's `poot_score` forward.
-    pub async fn store(&self, records: &[ValidationRecord]) -> Result<(), StorageError> {
-        self.insert(records).await?;
-        self.publish_scores(records.iter().collect()).await
+    /// Stores a single validation and moves the node's `poot_score`;
+    /// false when its nonce was already used by this node (nothing stored).
+    pub async fn store(&self, record: &ValidationRecord) -> Result<bool, StorageError> {
+        if !self.insert(std::slice::from_ref(record)).await?.is_empty() {
+            return Ok(false);
+        }
+        self.publish_scores(vec![record]).await?;
+        Ok(true)
     }
 
-    /// Stores records, each at most once (ids are deterministic); true when
-    /// every one was new (false on a re-run that found some already stored).
-    pub async fn insert(&self, records: &[ValidationRecord]) -> Result<bool, StorageError> {
+    /// Stores records, each at most once; returns the positions refused as
+    /// duplicates (an `_id` already stored by an earlier run, or a
+    /// `nonce_key` already used), empty when every record was new.
+    pub async fn insert(&self, records: &[ValidationRecord]) -> Result<Vec<usize>, StorageError> {
         if records.is_empty() {
-            return Ok(true);
+            return Ok(Vec::new());
         }
         match self.records.insert_many(records).ordered(false).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) if is_duplicate_key(&e) => match e.kind.as_ref() {
+                mongodb::error::ErrorKind::InsertMany(m) => Ok(m
+                    .write_errors
+                    .as_ref()
+                    .map(|w| {
+                        w.iter()
+                            .filter(|e| e.code == 11000)
+                            .map(|e| e.index)
+                            .collect()
+                    })
+                    .unwrap_or_default()),
+                _ => Ok((0..records.len()).collect()),
+            },
             Err(e) => Err(e.into()),
         }
     }
