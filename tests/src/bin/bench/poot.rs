@@ -111,6 +111,50 @@ pub async fn run() -> anyhow::Result<()> {
         workers.push(child);
     }
 
+    // Baseline before the batch: the same shape of documents (validation
+    // records), raw insert_many in chunks of the batch's chunk size.
+    let now = mongodb::bson::DateTime::now();
+    let template = ValidationRecord {
+        validation_id: String::new(),
+        node_id: String::new(),
+        is_valid: true,
+        score: 29.75,
+        confidence: 0.5,
+        suspicious: false,
+        output_hash: Some("a".repeat(64)),
+        timestamp: now,
+        nonce: String::new(),
+        node_type: Some("worker".into()),
+        pool_id: None,
+        validation_time_ms: 1.5,
+        errors: Vec::new(),
+        status: "succeeded".into(),
+        error_code: None,
+        validated_at: now,
+        batch_id: Some("batch_x".into()),
+        chunk_index: None,
+        item_index: None,
+        nonce_key: None,
+    };
+    let synthetic: Vec<ValidationRecord> = (0..ITEMS)
+        .map(|i| ValidationRecord {
+            validation_id: format!("batch_x:{i:06}"),
+            node_id: format!("node_bench_{}", i % NODES),
+            nonce: format!("bench-{i}"),
+            item_index: Some(i as u64),
+            chunk_index: Some((i / settings.batch_chunk_size) as u64),
+            nonce_key: Some(format!("node_bench_{}:bench-{i}", i % NODES)),
+            ..template.clone()
+        })
+        .collect();
+    let before_coll = db.collection::<ValidationRecord>("bench_baseline_before");
+    let t = Instant::now();
+    for chunk in synthetic.chunks(settings.batch_chunk_size) {
+        before_coll.insert_many(chunk).await?;
+    }
+    let baseline_before = t.elapsed();
+    drop(synthetic);
+
     let ts = chrono::Utc::now().to_rfc3339();
     let items: Vec<serde_json::Value> = (0..ITEMS)
         .map(|i| serde_json::json!({ "node_id": format!("node_bench_{}", i % NODES), "output_data": "cHJvb2Ygb2Ygd29yaw==",
@@ -177,7 +221,10 @@ pub async fn run() -> anyhow::Result<()> {
     let baseline = t.elapsed();
 
     let rate = ITEMS as f64 / elapsed.as_secs_f64();
-    let base_rate = ITEMS as f64 / baseline.as_secs_f64();
+    let before_rate = ITEMS as f64 / baseline_before.as_secs_f64();
+    let after_rate = ITEMS as f64 / baseline.as_secs_f64();
+    // The better of the two baselines: the stricter target.
+    let base_rate = before_rate.max(after_rate);
     println!(
         "poot batch: {ITEMS} items over {NODES} nodes ({PROOFS_PER_NODE} proofs each), 2 worker processes"
     );
@@ -186,9 +233,15 @@ pub async fn run() -> anyhow::Result<()> {
         view["status"]
     );
     println!(
-        "  baseline raw insert_many of the same documents: {baseline:?} = {base_rate:.0} docs/s"
+        "  baseline raw insert_many of the same documents after the batch: {baseline:?} = {after_rate:.0} docs/s"
     );
-    println!("  ratio: {:.2} (target >= 0.80)", rate / base_rate);
+    println!(
+        "  baseline before the batch (same shape): {baseline_before:?} = {before_rate:.0} docs/s"
+    );
+    println!(
+        "  ratio to the better baseline: {:.2} (target >= 0.80)",
+        rate / base_rate
+    );
     for (i, r) in rss.iter().enumerate() {
         println!(
             "  worker {i} peak RSS: {} (target < 64 MiB)",
