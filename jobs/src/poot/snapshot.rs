@@ -134,7 +134,14 @@ impl Snapshots {
                 }
             }
         }
-        let loaded = self.load_or_take_many(batch_id, missing, now).await?;
+        let loaded: Vec<Arc<NodeSnapshot>> = stream::iter(missing)
+            .map(|node: String| {
+                let (this, batch) = (self.clone(), batch_id.to_string());
+                async move { this.load_or_take(&batch, &node, now).await }
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut cache = self.lock();
         if cache.len() + loaded.len() > CACHE_CAPACITY {
             cache.clear();
@@ -149,72 +156,23 @@ impl Snapshots {
         Ok(out)
     }
 
-    /// Loads the snapshots others took; computes the rest and stores them
-    /// in one insert. Where another worker stored one first, theirs is used,
-    /// so the batch sees one score per node.
-    async fn load_or_take_many(
-        &self,
-        batch_id: &str,
-        nodes: Vec<String>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Arc<NodeSnapshot>>, StorageError> {
-        let found: Vec<(NodeSnapshot, bool)> = stream::iter(nodes)
-            .map(|node: String| {
-                let (this, batch) = (self.clone(), batch_id.to_string());
-                async move {
-                    let id = key(&batch, &node);
-                    match this.snapshots.find_one(doc! { "_id": &id }).await? {
-                        Some(s) => Ok::<_, StorageError>((s, true)),
-                        None => Ok((this.take(&batch, &node, now).await?, false)),
-                    }
-                }
-            })
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await?;
-        let (stored, mut fresh): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, s)| *s);
-        let mut out: Vec<Arc<NodeSnapshot>> =
-            stored.into_iter().map(|(s, _)| Arc::new(s)).collect();
-        if fresh.is_empty() {
-            return Ok(out);
-        }
-        let docs: Vec<&NodeSnapshot> = fresh.iter().map(|(s, _)| s).collect();
-        let lost: Vec<usize> = match self.snapshots.insert_many(docs).ordered(false).await {
-            Ok(_) => Vec::new(),
-            Err(e) if is_duplicate_key(&e) => match e.kind.as_ref() {
-                mongodb::error::ErrorKind::InsertMany(m) => m
-                    .write_errors
-                    .as_ref()
-                    .map(|w| w.iter().map(|e| e.index).collect())
-                    .unwrap_or_default(),
-                _ => (0..fresh.len()).collect(),
-            },
-            Err(e) => return Err(e.into()),
-        };
-        for i in lost {
-            let id = fresh[i].0.id.clone();
-            if let Some(theirs) = self.snapshots.find_one(doc! { "_id": &id }).await? {
-                fresh[i].0 = theirs;
-            }
-        }
-        out.extend(fresh.into_iter().map(|(s, _)| Arc::new(s)));
-        Ok(out)
-    }
-
-    /// Computes a node's snapshot (not stored).
-    async fn take(
+    async fn load_or_take(
         &self,
         batch_id: &str,
         node_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<NodeSnapshot, StorageError> {
+    ) -> Result<Arc<NodeSnapshot>, StorageError> {
+        let id = key(batch_id, node_id);
+        if let Some(s) = self.snapshots.find_one(doc! { "_id": &id }).await? {
+            return Ok(Arc::new(s));
+        }
         let node = self
             .nodes
             .find_one(doc! { "_id": node_id })
             .projection(doc! { "node_type": 1, "pool_id": 1 })
             .await?;
         let mut snapshot = NodeSnapshot {
-            id: key(batch_id, node_id),
+            id: id.clone(),
             batch_id: batch_id.to_string(),
             node_id: node_id.to_string(),
             known: node.is_some(),
@@ -231,7 +189,17 @@ impl Snapshots {
             snapshot.breakdown = Some(breakdown);
             snapshot.history = history;
         }
-        Ok(snapshot)
+        match self.snapshots.insert_one(&snapshot).await {
+            Ok(_) => Ok(Arc::new(snapshot)),
+            // Another worker took it first: use theirs, so the batch sees one score per node.
+            Err(e) if is_duplicate_key(&e) => Ok(Arc::new(
+                self.snapshots
+                    .find_one(doc! { "_id": &id })
+                    .await?
+                    .unwrap_or(snapshot),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Of `node_ids`, those whose `poot_score` this process has not yet moved for `batch_id`.
