@@ -73,6 +73,9 @@ pub struct Snapshots {
     nodes: Collection<Document>,
     validator: Validator,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
+    /// One chunk at a time loads missing snapshots in this process, so chunks
+    /// running at once do not all compute the same nodes.
+    load: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn key(batch_id: &str, node_id: &str) -> String {
@@ -87,6 +90,7 @@ impl Snapshots {
             nodes: db.collection(collections::NODES),
             validator,
             cache: Arc::default(),
+            load: Arc::default(),
         }
     }
 
@@ -133,6 +137,21 @@ impl Snapshots {
                     None => missing.push(node.to_string()),
                 }
             }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let _loading = self.load.lock().await;
+        // Another chunk may have loaded some of them while this one waited.
+        {
+            let cache = self.lock();
+            missing.retain(|node| match cache.get(&key(batch_id, node)) {
+                Some(c) => {
+                    out.insert(node.clone(), c.snapshot.clone());
+                    false
+                }
+                None => true,
+            });
         }
         let loaded: Vec<Arc<NodeSnapshot>> = stream::iter(missing)
             .map(|node: String| {
