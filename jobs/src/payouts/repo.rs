@@ -109,17 +109,14 @@ impl PayoutRepo {
         if let Some(b) = &filter.batch_id {
             f.insert("batch_id", b);
         }
-        let total = self.payouts.count_documents(f.clone()).await?;
-        let items = self
-            .payouts
-            .find(f)
-            .sort(doc! { "created_at": -1, "_id": 1 })
-            .skip((page - 1) * page_size)
-            .limit(page_size as i64)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((total, items))
+        crate::storage::find_page(
+            &self.payouts,
+            f,
+            doc! { "created_at": -1, "_id": 1 },
+            page,
+            page_size,
+        )
+        .await
     }
 
     /// Every payout matching `filter` (stats, batch views), streamed into memory.

@@ -296,18 +296,7 @@ impl Validator {
         &self,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StorageError> {
-        let docs: Vec<Document> = self
-            .records
-            .clone_with_type::<Document>()
-            .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| d.get_str("_id").ok().map(String::from))
-            .collect())
+        crate::storage::existing_ids(&self.records, ids).await
     }
 
     /// Stores a single validation and moves the node's `poot_score`;
@@ -405,17 +394,14 @@ impl Validator {
         page_size: u64,
     ) -> Result<(u64, Vec<ValidationRecord>), StorageError> {
         let filter = doc! { "node_id": node_id, "validated_at": { "$gte": bson::DateTime::from_chrono(start), "$lt": bson::DateTime::from_chrono(end) } };
-        let total = self.records.count_documents(filter.clone()).await?;
-        let items = self
-            .records
-            .find(filter)
-            .sort(doc! { "validated_at": -1, "_id": 1 })
-            .skip((page - 1) * page_size)
-            .limit(page_size as i64)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((total, items))
+        crate::storage::find_page(
+            &self.records,
+            filter,
+            doc! { "validated_at": -1, "_id": 1 },
+            page,
+            page_size,
+        )
+        .await
     }
 }
 

@@ -144,6 +144,49 @@ pub async fn insert_new<T: serde::Serialize + Send + Sync>(
     }
 }
 
+/// One page of `filter`'s matches in `sort` order (pages from 1), and the total.
+pub async fn find_page<T>(
+    collection: &Collection<T>,
+    filter: mongodb::bson::Document,
+    sort: mongodb::bson::Document,
+    page: u64,
+    page_size: u64,
+) -> Result<(u64, Vec<T>), StorageError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    use futures::TryStreamExt as _;
+    let total = collection.count_documents(filter.clone()).await?;
+    let items = collection
+        .find(filter)
+        .sort(sort)
+        .skip(page.saturating_sub(1) * page_size)
+        .limit(page_size as i64)
+        .await?
+        .try_collect()
+        .await?;
+    Ok((total, items))
+}
+
+/// Which of `ids` are stored in `collection` (by `_id`).
+pub async fn existing_ids<T: Send + Sync>(
+    collection: &Collection<T>,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StorageError> {
+    use futures::TryStreamExt as _;
+    let docs: Vec<mongodb::bson::Document> = collection
+        .clone_with_type::<mongodb::bson::Document>()
+        .find(mongodb::bson::doc! { "_id": { "$in": ids } })
+        .projection(mongodb::bson::doc! { "_id": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(docs
+        .iter()
+        .filter_map(|d| d.get_str("_id").ok().map(String::from))
+        .collect())
+}
+
 /// A numeric BSON value (aggregation results may be int32, int64 or double).
 pub fn number(value: Option<&mongodb::bson::Bson>) -> Option<f64> {
     use mongodb::bson::Bson;

@@ -137,17 +137,14 @@ impl NodeRepo {
         if let Some(p) = &filter.pool_id {
             f.insert("pool_id", p);
         }
-        let total = self.nodes.count_documents(f.clone()).await?;
-        let items = self
-            .nodes
-            .find(f)
-            .sort(doc! { "created_at": 1, "_id": 1 })
-            .skip((page - 1) * page_size)
-            .limit(page_size as i64)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((total, items))
+        super::find_page(
+            &self.nodes,
+            f,
+            doc! { "created_at": 1, "_id": 1 },
+            page,
+            page_size,
+        )
+        .await
     }
 
     /// Applies `$set` fields to a node; returns the node after the change.
@@ -169,18 +166,7 @@ impl NodeRepo {
         &self,
         node_ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StorageError> {
-        let docs: Vec<Document> = self
-            .nodes
-            .clone_with_type::<Document>()
-            .find(doc! { "_id": { "$in": node_ids } })
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| d.get_str("_id").ok().map(String::from))
-            .collect())
+        super::existing_ids(&self.nodes, node_ids).await
     }
 
     /// Deletes a node; false when it did not exist.

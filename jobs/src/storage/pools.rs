@@ -3,7 +3,6 @@
 //! that depend on the count run in a transaction that also bumps the pool's
 //! `version`, so concurrent ones conflict and retry instead of overfilling.
 
-use futures::TryStreamExt;
 use mongodb::{
     ClientSession, Collection,
     bson::{self, Document, doc},
@@ -120,17 +119,14 @@ impl PoolRepo {
         page: u64,
         page_size: u64,
     ) -> Result<(u64, Vec<PoolDoc>), StorageError> {
-        let total = self.pools.count_documents(doc! {}).await?;
-        let items = self
-            .pools
-            .find(doc! {})
-            .sort(doc! { "created_at": 1, "_id": 1 })
-            .skip((page - 1) * page_size)
-            .limit(page_size as i64)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((total, items))
+        super::find_page(
+            &self.pools,
+            doc! {},
+            doc! { "created_at": 1, "_id": 1 },
+            page,
+            page_size,
+        )
+        .await
     }
 
     /// Runs `op` in a transaction, retrying transient conflicts (write

@@ -107,17 +107,14 @@ impl ResourceRepo {
         if let Some(s) = state {
             filter.insert("state", s.as_str());
         }
-        let total = self.alerts.count_documents(filter.clone()).await?;
-        let items = self
-            .alerts
-            .find(filter)
-            .sort(doc! { "raised_at": -1, "_id": -1 })
-            .skip((page - 1) * page_size)
-            .limit(page_size as i64)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((total, items))
+        crate::storage::find_page(
+            &self.alerts,
+            filter,
+            doc! { "raised_at": -1, "_id": -1 },
+            page,
+            page_size,
+        )
+        .await
     }
 
     /// Stores a report of `node_id` and applies the alert rules to it;
