@@ -55,24 +55,21 @@ impl Application {
                     settings.node_api_host, settings.node_api_port
                 )
             })?;
-        let poot = lucid_jobs::poot::repo::PootRepo::new(&db, settings.poot.clone());
-        // The API scores on demand: every answer reflects the latest proofs.
-        let validator = lucid_jobs::poot::validation::Validator::new(&db, poot);
-        validator
-            .ensure_indexes()
-            .await
-            .context("create PoOT indexes (LUCID_MONGODB_URL)")?;
-        lucid_jobs::payouts::repo::PayoutRepo::new(&db)
-            .ensure_indexes()
-            .await
-            .context("create payout indexes (LUCID_MONGODB_URL)")?;
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let nodes = lucid_jobs::storage::nodes::NodeRepo::new(&db);
+        let resources = lucid_jobs::storage::resources::ResourceRepo::new(&db);
+        let pools = lucid_jobs::storage::pools::PoolRepo::new(&db);
+        let jobs = JobContext::new(db, queue, ledger, Arc::new(settings));
+        jobs.ensure_indexes()
+            .await
+            .context("create PoOT and payout indexes (LUCID_MONGODB_URL)")?;
         let state = AppState {
-            nodes: lucid_jobs::storage::nodes::NodeRepo::new(&db),
-            resources: lucid_jobs::storage::resources::ResourceRepo::new(&db),
-            pools: lucid_jobs::storage::pools::PoolRepo::new(&db),
-            validator,
-            jobs: JobContext::new(db, queue, ledger, Arc::new(settings)),
+            nodes,
+            resources,
+            pools,
+            // The API scores on demand: every answer reflects the latest proofs.
+            validator: jobs.validator.clone(),
+            jobs,
             pg,
         };
         Ok(Self {

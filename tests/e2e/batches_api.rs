@@ -1637,17 +1637,8 @@ async fn a_chunk_that_cannot_run_is_listed_in_the_dead_letters_and_can_be_requeu
 async fn a_batch_with_an_undecodable_chunk_ends_failed_and_counts_the_chunk_items_as_failed() {
     let receiver = Receiver::start(0).await;
     let (app, worker, batch_id) = batch_with_a_dead_chunk(Some(&receiver.url)).await;
-    let view = eventually(
-        Duration::from_secs(5),
-        "the batch to leave `running` after its chunk died",
-        || async {
-            let v = app
-                .get_json(&format!("/api/v1/batches/{batch_id}"), 200)
-                .await;
-            (v["status"] != "running" && v["status"] != "queued").then_some(v)
-        },
-    )
-    .await;
+    // The batch leaves `running` once its chunk died.
+    let view = app.wait_for_batch(&batch_id, Duration::from_secs(5)).await;
     assert_eq!(view["status"], "failed", "{view}");
     assert_eq!(view["total"], 6);
     assert_eq!(view["succeeded"], 3, "{view}");
@@ -1708,17 +1699,8 @@ async fn a_batch_whose_chunk_dies_with_its_worker_on_the_last_attempt_ends_faile
         "{job}"
     );
 
-    let view = eventually(
-        Duration::from_secs(5),
-        "the batch to leave `running` after its chunk died",
-        || async {
-            let v = app
-                .get_json(&format!("/api/v1/batches/{batch_id}"), 200)
-                .await;
-            (v["status"] != "running" && v["status"] != "queued").then_some(v)
-        },
-    )
-    .await;
+    // The batch leaves `running` once its chunk died.
+    let view = app.wait_for_batch(&batch_id, Duration::from_secs(5)).await;
     assert_eq!(view["status"], "failed", "{view}");
     assert_eq!(view["succeeded"], 2, "{view}");
     assert_eq!(view["failed"], 2, "the items of the dead chunk: {view}");
