@@ -11,7 +11,7 @@ use crate::{error, routes, state::AppState};
 #[openapi(
     info(
         title = "Lucid Node Management API",
-        description = "Nodes, pools, resources, PoOT validation batches, queues and jobs."
+        description = "Nodes, pools and their scaling, resources, PoOT validation batches, payouts, schedules, queues and jobs."
     ),
     paths(
         routes::health,
@@ -64,6 +64,14 @@ use crate::{error, routes, state::AppState};
         routes::cancel_payout,
         routes::payout_stats,
         routes::payout_queue,
+        routes::evaluate_pool,
+        routes::evaluate_all,
+        routes::scaling_events,
+        routes::scale_pool,
+        routes::list_schedules,
+        routes::trigger_schedule,
+        routes::pause_schedule,
+        routes::resume_schedule,
     ),
     components(schemas(error::ErrorEnvelope, error::ErrorBody, error::FieldError))
 )]

@@ -59,6 +59,8 @@ impl Application {
         let nodes = lucid_jobs::storage::nodes::NodeRepo::new(&db);
         let resources = lucid_jobs::storage::resources::ResourceRepo::new(&db);
         let pools = lucid_jobs::storage::pools::PoolRepo::new(&db);
+        let schedules = Arc::new(settings.scheduler.schedules()?);
+        let schedule_store = lucid_jobs::schedule::store::ScheduleStore::new(queue.clone());
         let jobs = JobContext::new(db, queue, ledger, Arc::new(settings));
         jobs.ensure_indexes()
             .await
@@ -70,6 +72,8 @@ impl Application {
             // The API scores on demand: every answer reflects the latest proofs.
             validator: jobs.validator.clone(),
             jobs,
+            schedules,
+            schedule_store,
             pg,
         };
         Ok(Self {

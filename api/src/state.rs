@@ -19,6 +19,10 @@ pub struct AppState {
     pub resources: lucid_jobs::storage::resources::ResourceRepo,
     /// PoOT proofs, scores and validations.
     pub validator: lucid_jobs::poot::validation::Validator,
+    /// The scheduler's schedules (from configuration).
+    pub schedules: std::sync::Arc<Vec<lucid_jobs::schedule::Schedule>>,
+    /// The scheduler's state in Redis.
+    pub schedule_store: lucid_jobs::schedule::store::ScheduleStore,
     /// The PostgreSQL ledger pool (connects lazily).
     pub pg: PgPool,
 }

@@ -105,6 +105,12 @@ pub struct Settings {
     /// `LUCID_POOT__WINDOW_SECONDS=604800` or `LUCID_POOT__WEIGHTS=[0.25,0.2,0.15,0.1,0.15,0.1,0.05]`
     /// (see [`crate::poot::score`]).
     pub poot: crate::poot::score::ScoringConfig,
+    /// `LUCID_SCALING__WINDOW_MINUTES`: the CPU window of scaling evaluations.
+    pub scaling: crate::scaling::ScalingSettings,
+    /// `LUCID_SCHEDULER__<FIELD>`: the scheduler's lease, catch-up window and
+    /// schedules, e.g. `LUCID_SCHEDULER__LEASE_TTL_SECS=15` or
+    /// `LUCID_SCHEDULER__SCALING_EVALUATION__CRON="0 * * * * *"` (see [`crate::schedule`]).
+    pub scheduler: crate::schedule::SchedulerSettings,
 }
 
 impl Default for Settings {
@@ -138,6 +144,8 @@ impl Default for Settings {
             poot: crate::poot::score::ScoringConfig::default(),
             postgres_schema: "public".into(),
             payouts: crate::payouts::PayoutSettings::default(),
+            scaling: crate::scaling::ScalingSettings::default(),
+            scheduler: crate::schedule::SchedulerSettings::default(),
         }
     }
 }
@@ -238,6 +246,10 @@ impl Settings {
         }
         self.validate_scoring()?;
         self.validate_payouts()?;
+        if !(1..=1440).contains(&self.scaling.window_minutes) {
+            return Err(invalid("LUCID_SCALING__WINDOW_MINUTES", "must be 1..=1440"));
+        }
+        self.scheduler.validate()?;
         if let Some(secret) = &self.jwt_secret
             && secret.expose_secret().len() < 32
         {

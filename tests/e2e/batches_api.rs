@@ -4,19 +4,16 @@
 //! in-process worker) against real Redis and MongoDB, with its own database
 //! and queue prefix.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{ItemBuilder, TestApp, eventually, spawn_app, spawn_app_with, test_settings};
+use crate::receiver::Receiver;
 
 const BATCH_PATH: &str = "/api/v1/nodes/poot/batch-validate";
 const SERVICE: &str = "lucid-node-management";
@@ -968,7 +965,7 @@ async fn a_finished_chunk_job_shows_succeeded_after_one_attempt_with_its_batch()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queues_list_both_queues_with_counts_and_the_live_worker() {
+async fn queues_list_every_queue_with_counts_and_the_live_worker() {
     let mut settings = test_settings();
     settings.batch_chunk_size = 2;
     let app = spawn_app_with(settings, 1).await;
@@ -1011,7 +1008,14 @@ async fn queues_list_both_queues_with_counts_and_the_live_worker() {
         .collect();
     assert_eq!(
         names,
-        ["poot-validation", "callbacks", "payouts", "earnings"],
+        [
+            "poot-validation",
+            "callbacks",
+            "payouts",
+            "earnings",
+            "scaling-evaluation",
+            "maintenance"
+        ],
         "{v}"
     );
     for q in v["queues"].as_array().expect("queues") {
@@ -1074,127 +1078,6 @@ async fn dead_letters_of_an_unknown_queue_are_404_and_of_a_known_queue_empty() {
 // ---------------------------------------------------------------------------
 // Completion callbacks.
 // ---------------------------------------------------------------------------
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    idempotency_key: Option<String>,
-    content_type: Option<String>,
-    body: Value,
-}
-
-/// A tiny HTTP/1.1 receiver on 127.0.0.1:0 that records every request and
-/// answers 500 to the first `fail_first` of them, 200 afterwards. (Plain
-/// tokio: the test crate has no HTTP server dependency.)
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Receiver {
-    async fn start(fail_first: usize) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let url = format!(
-            "http://{}/hooks/batch-done",
-            listener.local_addr().expect("addr")
-        );
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = CancellationToken::new();
-        let (log, token) = (received.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    () = token.cancelled() => return,
-                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => return },
-                };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let _ = serve_one(stream, log, fail_first).await;
-                });
-            }
-        });
-        Self {
-            url,
-            received,
-            _stop: stop.drop_guard(),
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("lock").clone()
-    }
-}
-
-async fn serve_one(
-    mut stream: tokio::net::TcpStream,
-    log: Arc<Mutex<Vec<Received>>>,
-    fail_first: usize,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let method = lines
-        .next()
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or_default()
-        .to_string();
-    let mut header = std::collections::HashMap::new();
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            header.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = header
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body_end = (head_end + len).min(buf.len());
-    let body = serde_json::from_slice(&buf[head_end..body_end]).unwrap_or(Value::Null);
-    let n = {
-        let mut log = log.lock().expect("lock");
-        log.push(Received {
-            method,
-            idempotency_key: header.get("idempotency-key").cloned(),
-            content_type: header.get("content-type").cloned(),
-            body,
-        });
-        log.len()
-    };
-    let status = if n <= fail_first {
-        "500 Internal Server Error"
-    } else {
-        "200 OK"
-    };
-    stream
-        .write_all(
-            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    stream.shutdown().await
-}
 
 fn callback_settings() -> lucid_jobs::config::Settings {
     let mut settings = test_settings();

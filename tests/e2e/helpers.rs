@@ -254,6 +254,36 @@ impl TestApp {
         .expect("ledger pool")
     }
 
+    /// A job context on this test's stores (to call handlers directly).
+    pub async fn job_context(&self) -> lucid_jobs::handlers::JobContext {
+        let db = lucid_jobs::storage::Db::connect(
+            self.settings.mongodb_url.expose_secret(),
+            &self.settings.database_name,
+        )
+        .await
+        .expect("db");
+        lucid_jobs::handlers::JobContext::new(
+            db,
+            self.queue.clone(),
+            self.ledger(),
+            std::sync::Arc::new(self.settings.clone()),
+        )
+    }
+
+    /// Polls a job until it reaches a final status; returns its state.
+    pub async fn wait_for_job(&self, job_id: &str, timeout: Duration) -> Value {
+        let path = format!("/api/v1/jobs/{job_id}");
+        eventually(timeout, &format!("job {job_id} to finish"), || async {
+            let v = self.get_json(&path, 200).await;
+            matches!(
+                v["status"].as_str(),
+                Some("succeeded" | "dead" | "cancelled")
+            )
+            .then_some(v)
+        })
+        .await
+    }
+
     /// Spawns a real worker process named `name`.
     pub fn spawn_worker_process(&self, name: &str) -> WorkerProcess {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucid-worker-e2e"))

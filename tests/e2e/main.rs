@@ -8,5 +8,8 @@ mod payouts_api;
 mod pools_api;
 mod poot_api;
 mod queue_guarantees;
+mod receiver;
 mod resources_api;
+mod scaling_api;
+mod scheduler;
 mod worker_kill;

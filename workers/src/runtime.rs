@@ -21,8 +21,11 @@ use lucid_jobs::{
     poot::{PootValidationJob, handle_chunk},
     queue::{
         ALL_QUEUES, CALLBACKS_QUEUE, EARNINGS_QUEUE, JobLease, LeaseKeeper, LeaseSet,
-        PAYOUTS_QUEUE, POOT_VALIDATION_QUEUE, Queue, RedisBackend, job_error,
+        MAINTENANCE_QUEUE, PAYOUTS_QUEUE, POOT_VALIDATION_QUEUE, Queue, RedisBackend,
+        SCALING_QUEUE, job_error,
     },
+    retention::{RetentionJob, handle_retention},
+    scaling::job::{ScalingJob, handle_scaling},
     storage::Db,
 };
 use secrecy_expose::expose;
@@ -150,19 +153,41 @@ impl Application {
             stop.clone(),
             earnings_handler,
         );
+        let scaling = run_registered_worker(
+            self.ctx.clone(),
+            &self.name,
+            SCALING_QUEUE,
+            stop.clone(),
+            scaling_handler,
+        );
+        let maintenance = run_registered_worker(
+            self.ctx.clone(),
+            &self.name,
+            MAINTENANCE_QUEUE,
+            stop.clone(),
+            retention_handler,
+        );
         let heartbeat = heartbeat(self.ctx.clone(), self.name.clone(), stop.clone());
         let drain_flag = async {
             stop.cancelled().await;
             draining.store(true, Ordering::Relaxed);
         };
-        let (r1, r2, r3, r4, (), ()) =
-            tokio::join!(poot, callbacks, payouts, earnings, heartbeat, drain_flag);
+        let (r1, r2, r3, r4, r5, r6, (), ()) = tokio::join!(
+            poot,
+            callbacks,
+            payouts,
+            earnings,
+            scaling,
+            maintenance,
+            heartbeat,
+            drain_flag
+        );
         if let Err(e) = self.ctx.queue.unregister_worker(&self.name).await {
             tracing::warn!(error = %e, "could not unregister worker");
         }
         health_stop.cancel();
         let _ = server.await;
-        r1.and(r2).and(r3).and(r4)
+        r1.and(r2).and(r3).and(r4).and(r5).and(r6)
     }
 }
 
@@ -208,6 +233,22 @@ async fn earnings_handler(
     ctx: Data<JobContext>,
 ) -> Result<(), BoxDynError> {
     handle_earnings(&ctx, job, &lease).await.map_err(job_error)
+}
+
+async fn scaling_handler(
+    job: ScalingJob,
+    lease: Data<JobLease>,
+    ctx: Data<JobContext>,
+) -> Result<(), BoxDynError> {
+    handle_scaling(&ctx, job, &lease).await.map_err(job_error)
+}
+
+async fn retention_handler(
+    job: RetentionJob,
+    lease: Data<JobLease>,
+    ctx: Data<JobContext>,
+) -> Result<(), BoxDynError> {
+    handle_retention(&ctx, job, &lease).await.map_err(job_error)
 }
 
 async fn callback_handler(

@@ -8,6 +8,8 @@ mod payouts;
 mod pools;
 mod poot;
 mod resources;
+mod scaling;
+mod schedules;
 
 use axum::{
     Router,
@@ -29,6 +31,8 @@ pub use payouts::*;
 pub use pools::*;
 pub use poot::*;
 pub use resources::*;
+pub use scaling::*;
+pub use schedules::*;
 
 /// Routes with the default body limit.
 pub fn routes() -> Router<AppState> {
@@ -152,6 +156,35 @@ pub fn routes() -> Router<AppState> {
             get(pools::get_pool)
                 .put(pools::update_pool)
                 .delete(pools::delete_pool),
+        )
+        .route(
+            "/api/v1/nodes/pools/scaling/evaluate",
+            post(scaling::evaluate_all),
+        )
+        .route(
+            "/api/v1/nodes/pools/{pool_id}/scaling/evaluate",
+            post(scaling::evaluate_pool),
+        )
+        .route(
+            "/api/v1/nodes/pools/{pool_id}/scaling/events",
+            get(scaling::scaling_events),
+        )
+        .route(
+            "/api/v1/nodes/pools/{pool_id}/scale",
+            post(scaling::scale_pool),
+        )
+        .route("/api/v1/schedules", get(schedules::list_schedules))
+        .route(
+            "/api/v1/schedules/{name}/trigger",
+            post(schedules::trigger_schedule),
+        )
+        .route(
+            "/api/v1/schedules/{name}/pause",
+            post(schedules::pause_schedule),
+        )
+        .route(
+            "/api/v1/schedules/{name}/resume",
+            post(schedules::resume_schedule),
         )
         .route(
             "/api/v1/nodes/pools/{pool_id}/nodes",

@@ -38,6 +38,8 @@ pub struct PoolIn {
     /// Auto-scaling (disabled by default).
     #[serde(default)]
     pub auto_scaling: AutoScaling,
+    /// http(s) URL that receives every scaling event of the pool (POST, JSON).
+    pub webhook_url: Option<String>,
 }
 
 /// Body of `PUT /api/v1/nodes/pools/{pool_id}`: the fields given are replaced.
@@ -54,6 +56,8 @@ pub struct PoolUpdateIn {
     pub resource_limits: Option<ResourceLimits>,
     /// New auto-scaling settings.
     pub auto_scaling: Option<AutoScaling>,
+    /// New scaling webhook URL.
+    pub webhook_url: Option<String>,
 }
 
 /// A pool.
@@ -73,6 +77,8 @@ pub struct PoolOut {
     pub resource_limits: Option<ResourceLimits>,
     /// Auto-scaling.
     pub auto_scaling: AutoScaling,
+    /// Scaling webhook.
+    pub webhook_url: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -88,6 +94,7 @@ fn out(p: PoolDoc, node_count: u64) -> PoolOut {
         max_nodes: p.max_nodes,
         resource_limits: p.resource_limits,
         auto_scaling: p.auto_scaling,
+        webhook_url: p.webhook_url,
         created_at: p.created_at.to_chrono(),
         updated_at: p.updated_at.to_chrono(),
     }
@@ -123,15 +130,15 @@ pub struct DeleteQuery {
     pub force: Option<bool>,
 }
 
-fn pool_id(raw: &str) -> Result<PoolId, ApiError> {
+pub(crate) fn pool_id(raw: &str) -> Result<PoolId, ApiError> {
     PoolId::parse(raw).map_err(|m| ApiError::field("pool_id", m))
 }
 
-fn pool_not_found(id: &str) -> ApiError {
+pub(crate) fn pool_not_found(id: &str) -> ApiError {
     ApiError::not_found(codes::POOL_NOT_FOUND, format!("pool {id} not found"))
 }
 
-fn membership_error(e: MembershipError, pool: &str, node: &str) -> ApiError {
+pub(crate) fn membership_error(e: MembershipError, pool: &str, node: &str) -> ApiError {
     match e {
         MembershipError::PoolNotFound => pool_not_found(pool),
         MembershipError::NodeNotFound => node_not_found(node),
@@ -175,7 +182,15 @@ fn validate_pool_fields(
     max: Option<u32>,
     limits: Option<&ResourceLimits>,
     auto: Option<&AutoScaling>,
+    webhook: Option<&str>,
 ) {
+    if let Some(url) = webhook {
+        c.ensure(
+            (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2048,
+            "webhook_url",
+            "must be an http:// or https:// URL of at most 2048 characters",
+        );
+    }
     if let Some(name) = name {
         check_name(c, "name", name);
     }
@@ -246,6 +261,7 @@ pub async fn create_pool(
         Some(body.max_nodes),
         body.resource_limits.as_ref(),
         Some(&body.auto_scaling),
+        body.webhook_url.as_deref(),
     );
     c.finish()?;
     let Some(id) = id else {
@@ -259,6 +275,7 @@ pub async fn create_pool(
         max_nodes: body.max_nodes,
         resource_limits: body.resource_limits,
         auto_scaling: body.auto_scaling,
+        webhook_url: body.webhook_url,
         version: 0,
         created_at: now,
         updated_at: now,
@@ -307,6 +324,7 @@ pub async fn update_pool(
         body.max_nodes,
         body.resource_limits.as_ref(),
         body.auto_scaling.as_ref(),
+        body.webhook_url.as_deref(),
     );
     let mut set = Document::new();
     if let Some(v) = &body.name {
@@ -323,6 +341,9 @@ pub async fn update_pool(
     }
     if let Some(v) = &body.auto_scaling {
         set.insert("auto_scaling", to_bson(v)?);
+    }
+    if let Some(v) = &body.webhook_url {
+        set.insert("webhook_url", v);
     }
     c.ensure(!set.is_empty(), "body", "must change at least one field");
     c.finish()?;

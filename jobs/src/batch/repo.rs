@@ -48,6 +48,11 @@ impl BatchRepo {
         Ok(())
     }
 
+    /// Stores a new batch; false when its id exists (idempotent submissions).
+    pub async fn insert_if_absent(&self, record: &BatchRecord) -> Result<bool, StorageError> {
+        crate::storage::insert_new(&self.batches, record).await
+    }
+
     /// A batch by id.
     pub async fn get(&self, batch_id: &str) -> Result<Option<BatchRecord>, StorageError> {
         Ok(self.batches.find_one(doc! { "_id": batch_id }).await?)

@@ -22,6 +22,14 @@ pub enum CallbackJob {
         /// Target URL.
         url: String,
     },
+    /// Deliver a pool scaling event to the pool's webhook.
+    #[serde(rename = "scaling-event-v1")]
+    ScalingEventV1 {
+        /// Event id.
+        event_id: String,
+        /// Target URL.
+        url: String,
+    },
 }
 
 /// Delivers the callback unless it was already delivered. The request
@@ -33,7 +41,12 @@ pub async fn deliver_callback(
     job: CallbackJob,
     lease: &JobLease,
 ) -> anyhow::Result<()> {
-    let CallbackJob::V1 { batch_id, url } = job;
+    let (batch_id, url) = match job {
+        CallbackJob::V1 { batch_id, url } => (batch_id, url),
+        CallbackJob::ScalingEventV1 { event_id, url } => {
+            return deliver_scaling_event(ctx, &event_id, &url).await;
+        }
+    };
     let Some(batch) = ctx.batches.get(&batch_id).await.context("load batch")? else {
         return Ok(());
     };
@@ -56,6 +69,35 @@ pub async fn deliver_callback(
     );
     ctx.batches
         .mark_callback_delivered(&batch_id)
+        .await
+        .context("record delivery")?;
+    Ok(())
+}
+
+/// POSTs a scaling event to its pool's webhook, at most once per event
+/// (`Idempotency-Key: <event_id>`).
+async fn deliver_scaling_event(ctx: &JobContext, event_id: &str, url: &str) -> anyhow::Result<()> {
+    let Some(event) = ctx.scaling.event(event_id).await.context("load event")? else {
+        return Ok(());
+    };
+    if event.webhook_delivered_at.is_some() {
+        return Ok(());
+    }
+    let response = ctx
+        .http
+        .post(url)
+        .header("Idempotency-Key", event_id)
+        .json(&crate::scaling::ScalingEventView::from(&event))
+        .send()
+        .await
+        .context("webhook request")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "webhook answered {}",
+        response.status()
+    );
+    ctx.scaling
+        .mark_webhook_delivered(event_id)
         .await
         .context("record delivery")?;
     Ok(())

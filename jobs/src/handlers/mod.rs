@@ -1,6 +1,6 @@
 //! Job handlers and what they share.
 
-mod callback;
+pub mod callback;
 
 pub use callback::{CallbackJob, deliver_callback};
 
@@ -36,6 +36,8 @@ pub struct JobContext {
     pub payouts: crate::payouts::repo::PayoutRepo,
     /// The payout ledger (PostgreSQL).
     pub ledger: crate::ledger::Ledger,
+    /// Scaling evaluations and events.
+    pub scaling: crate::scaling::repo::ScalingRepo,
     /// The payment rail.
     pub gateway: Arc<dyn crate::payouts::gateway::PayoutGateway>,
 }
@@ -45,6 +47,7 @@ impl JobContext {
     pub async fn ensure_indexes(&self) -> Result<(), crate::storage::StorageError> {
         self.validator.ensure_indexes().await?;
         self.payouts.ensure_indexes().await?;
+        self.scaling.ensure_indexes().await?;
         self.snapshots.ensure_indexes().await
     }
 
@@ -69,6 +72,7 @@ impl JobContext {
         ));
         Self {
             payouts: crate::payouts::repo::PayoutRepo::new(&db),
+            scaling: crate::scaling::repo::ScalingRepo::new(&db),
             ledger,
             gateway,
             batches: BatchRepo::new(&db),

@@ -48,10 +48,23 @@ pub async fn submit_batch(
     items: Vec<ValidationItem>,
     callback_url: Option<String>,
 ) -> anyhow::Result<BatchRecord> {
+    let batch_id = format!("batch_{}", uuid::Uuid::now_v7().simple());
+    submit_batch_with_id(ctx, batch_id, items, callback_url).await
+}
+
+/// [`submit_batch`] under a given id: submitting the same id again (the
+/// scheduler re-firing a tick it may not have finished) stores one batch,
+/// and re-enqueues its chunks only if they match (chunk jobs are idempotent).
+pub async fn submit_batch_with_id(
+    ctx: &JobContext,
+    batch_id: String,
+    items: Vec<ValidationItem>,
+    callback_url: Option<String>,
+) -> anyhow::Result<BatchRecord> {
     let chunk_size = ctx.settings.batch_chunk_size as u64;
     let total = items.len() as u64;
     let record = BatchRecord {
-        batch_id: format!("batch_{}", uuid::Uuid::now_v7().simple()),
+        batch_id,
         kind: BATCH_KIND.into(),
         status: BatchStatus::Queued,
         total,
@@ -83,10 +96,29 @@ pub async fn submit_batch(
             },
         });
     }
-    ctx.batches
-        .create(&record)
+    if !ctx
+        .batches
+        .insert_if_absent(&record)
         .await
-        .context("store batch record")?;
+        .context("store batch record")?
+    {
+        let existing = ctx
+            .batches
+            .get(&record.batch_id)
+            .await?
+            .context("batch vanished")?;
+        if existing.total != record.total || existing.chunk_size != record.chunk_size {
+            return Ok(existing);
+        }
+    }
+    if jobs.is_empty() {
+        // Nothing to run (a sweep with no active node): the batch is done.
+        ctx.batches
+            .finalize_if_done(&record.batch_id)
+            .await
+            .context("finalize empty batch")?;
+        return Ok(record);
+    }
     if let Err(e) = ctx.queue.enqueue_many(POOT_VALIDATION_QUEUE, jobs).await {
         // Do not leave a batch that waits forever for chunks that were never queued.
         let _ = ctx.batches.cancel(&record.batch_id).await;

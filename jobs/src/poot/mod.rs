@@ -16,6 +16,6 @@ pub mod validation;
 
 pub use chunk::{
     BATCH_KIND, JOB_NAME, PootValidationJob, handle_chunk, run_chunk, submit_batch,
-    sweep_dead_chunks,
+    submit_batch_with_id, sweep_dead_chunks,
 };
 pub use item::*;

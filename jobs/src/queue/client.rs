@@ -74,7 +74,13 @@ impl Queue {
         Ok(self.client.get_async_pubsub().await?)
     }
 
-    pub(crate) fn key(&self, suffix: &str) -> String {
+    /// A handle on the Redis connection (for other Redis state under the prefix).
+    pub fn redis(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `{prefix}:{suffix}`: a key under this queue's prefix.
+    pub fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.config.prefix)
     }
     pub(crate) fn qkey(&self, queue: &str, part: &str) -> String {

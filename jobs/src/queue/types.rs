@@ -11,12 +11,18 @@ pub const CALLBACKS_QUEUE: &str = "callbacks";
 pub const PAYOUTS_QUEUE: &str = "payouts";
 /// Queue of earnings accruals (one job per epoch).
 pub const EARNINGS_QUEUE: &str = "earnings";
+/// Queue of pool scaling evaluations and manual scaling events.
+pub const SCALING_QUEUE: &str = "scaling-evaluation";
+/// Queue of maintenance work (retention clean-up).
+pub const MAINTENANCE_QUEUE: &str = "maintenance";
 /// Every queue the platform runs, for listings and the worker.
 pub const ALL_QUEUES: &[&str] = &[
     POOT_VALIDATION_QUEUE,
     CALLBACKS_QUEUE,
     PAYOUTS_QUEUE,
     EARNINGS_QUEUE,
+    SCALING_QUEUE,
+    MAINTENANCE_QUEUE,
 ];
 
 /// A job's lifecycle state, readable from any process.

@@ -41,6 +41,9 @@ pub struct PoolDoc {
     pub resource_limits: Option<ResourceLimits>,
     /// Auto-scaling settings.
     pub auto_scaling: AutoScaling,
+    /// Called with every scaling event of the pool (POST, JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
     /// Bumped by membership changes (conflict detection).
     #[serde(default)]
     pub version: i64,
@@ -131,7 +134,7 @@ impl PoolRepo {
 
     /// Runs `op` in a transaction, retrying transient conflicts (write
     /// conflicts with a concurrent membership change) with jittered backoff.
-    async fn in_transaction<T, F>(&self, mut op: F) -> Result<T, MembershipError>
+    pub(crate) async fn in_transaction<T, F>(&self, mut op: F) -> Result<T, MembershipError>
     where
         F: for<'s> FnMut(
             &'s mut ClientSession,
@@ -175,7 +178,11 @@ impl PoolRepo {
     }
 
     /// Locks the pool for this transaction (a write conflict for concurrent ones).
-    async fn bump(&self, s: &mut ClientSession, pool_id: &str) -> Result<PoolDoc, MembershipError> {
+    pub(crate) async fn bump(
+        &self,
+        s: &mut ClientSession,
+        pool_id: &str,
+    ) -> Result<PoolDoc, MembershipError> {
         self.pools
             .find_one_and_update(doc! { "_id": pool_id }, doc! { "$inc": { "version": 1 } })
             .return_document(mongodb::options::ReturnDocument::After)
