@@ -54,19 +54,7 @@ pub async fn deliver_callback(
         return Ok(());
     }
     let view = ctx.batches.view(&batch).await.context("batch view")?;
-    let response = ctx
-        .http
-        .post(&url)
-        .header("Idempotency-Key", &batch_id)
-        .json(&view)
-        .send()
-        .await
-        .context("callback request")?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "callback answered {}",
-        response.status()
-    );
+    post(ctx, &url, &batch_id, &view).await?;
     ctx.batches
         .mark_callback_delivered(&batch_id)
         .await
@@ -83,11 +71,23 @@ async fn deliver_scaling_event(ctx: &JobContext, event_id: &str, url: &str) -> a
     if event.webhook_delivered_at.is_some() {
         return Ok(());
     }
+    let view = crate::scaling::ScalingEventView::from(&event);
+    post(ctx, url, event_id, &view).await?;
+    ctx.scaling
+        .mark_webhook_delivered(event_id)
+        .await
+        .context("record delivery")?;
+    Ok(())
+}
+
+/// POSTs `body` as JSON with `Idempotency-Key: key`; any non-2xx answer is an
+/// error (the queue retries).
+async fn post(ctx: &JobContext, url: &str, key: &str, body: &impl Serialize) -> anyhow::Result<()> {
     let response = ctx
         .http
         .post(url)
-        .header("Idempotency-Key", event_id)
-        .json(&crate::scaling::ScalingEventView::from(&event))
+        .header("Idempotency-Key", key)
+        .json(body)
         .send()
         .await
         .context("webhook request")?;
@@ -96,9 +96,30 @@ async fn deliver_scaling_event(ctx: &JobContext, event_id: &str, url: &str) -> a
         "webhook answered {}",
         response.status()
     );
-    ctx.scaling
-        .mark_webhook_delivered(event_id)
+    Ok(())
+}
+
+/// Enqueues a delivery under `job_id` (deterministic: one delivery per subject).
+pub async fn enqueue_delivery(
+    ctx: &JobContext,
+    delivery: &CallbackJob,
+    job_id: String,
+    batch_id: Option<String>,
+) -> anyhow::Result<()> {
+    ctx.queue
+        .enqueue(
+            crate::queue::CALLBACKS_QUEUE,
+            crate::queue::NewJob {
+                kind: JOB_NAME.into(),
+                payload: serde_json::to_string(delivery).context("serialize delivery")?,
+                options: crate::queue::EnqueueOptions {
+                    job_id: Some(job_id),
+                    batch_id,
+                    ..crate::queue::EnqueueOptions::default()
+                },
+            },
+        )
         .await
-        .context("record delivery")?;
+        .context("enqueue delivery")?;
     Ok(())
 }

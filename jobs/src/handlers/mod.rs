@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use crate::{
     batch::{BatchRecord, BatchRepo},
     config::Settings,
-    queue::{CALLBACKS_QUEUE, EnqueueOptions, NewJob, Queue},
+    queue::Queue,
     storage::Db,
 };
 
@@ -112,20 +112,11 @@ pub async fn enqueue_callback(ctx: &JobContext, batch: &BatchRecord) -> anyhow::
         batch_id: batch.batch_id.clone(),
         url: url.clone(),
     };
-    ctx.queue
-        .enqueue(
-            CALLBACKS_QUEUE,
-            NewJob {
-                kind: callback::JOB_NAME.into(),
-                payload: serde_json::to_string(&job).context("serialize callback")?,
-                options: EnqueueOptions {
-                    job_id: Some(format!("callback-{}", batch.batch_id)),
-                    batch_id: Some(batch.batch_id.clone()),
-                    ..EnqueueOptions::default()
-                },
-            },
-        )
-        .await
-        .context("enqueue callback")?;
-    Ok(())
+    callback::enqueue_delivery(
+        ctx,
+        &job,
+        format!("callback-{}", batch.batch_id),
+        Some(batch.batch_id.clone()),
+    )
+    .await
 }

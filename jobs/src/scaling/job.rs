@@ -10,7 +10,7 @@ use super::{BATCH_KIND, Decision, EvaluationDoc, EventStatus};
 use crate::{
     batch::{BatchRecord, BatchStatus, ChunkResult, chunk_job_id},
     handlers::{CallbackJob, JobContext, callback},
-    queue::{CALLBACKS_QUEUE, EnqueueOptions, JobLease, NewJob, SCALING_QUEUE},
+    queue::{EnqueueOptions, JobLease, NewJob, SCALING_QUEUE},
     storage::pools::MembershipError,
 };
 
@@ -263,19 +263,6 @@ pub async fn apply_and_notify(ctx: &JobContext, event_id: &str) -> anyhow::Resul
         event_id: event.event_id.clone(),
         url,
     };
-    ctx.queue
-        .enqueue(
-            CALLBACKS_QUEUE,
-            NewJob {
-                kind: callback::JOB_NAME.into(),
-                payload: serde_json::to_string(&delivery).context("serialize webhook")?,
-                options: EnqueueOptions {
-                    job_id: Some(format!("scaling-webhook-{}", event.event_id)),
-                    ..EnqueueOptions::default()
-                },
-            },
-        )
-        .await
-        .context("enqueue scaling webhook")?;
-    Ok(())
+    let job_id = format!("scaling-webhook-{}", event.event_id);
+    callback::enqueue_delivery(ctx, &delivery, job_id, None).await
 }
