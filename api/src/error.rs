@@ -59,6 +59,19 @@ pub mod codes {
     pub const BATCH_FAILED: &str = "LUCID_ERR_5010";
     /// A dependency (Redis, MongoDB, PostgreSQL) is unavailable.
     pub const UNAVAILABLE: &str = "LUCID_ERR_5030";
+    /// No bearer token on an endpoint that needs one.
+    pub const UNAUTHORIZED: &str = "LUCID_ERR_4010";
+    /// The token is expired, not yet valid, badly signed, of the wrong
+    /// algorithm or issuer, or malformed.
+    pub const TOKEN_INVALID: &str = "LUCID_ERR_4011";
+    /// The token lacks the endpoint's scope.
+    pub const FORBIDDEN: &str = "LUCID_ERR_4030";
+    /// A node token acting for another node.
+    pub const NODE_MISMATCH: &str = "LUCID_ERR_4031";
+    /// Rate limit reached.
+    pub const RATE_LIMITED: &str = "LUCID_ERR_4291";
+    /// The request took longer than `LUCID_REQUEST_TIMEOUT_SECS`.
+    pub const TIMEOUT: &str = "LUCID_ERR_5040";
 }
 
 /// One offending field of a validation error.

@@ -8,14 +8,29 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// `Json<T>` whose rejections are [`ApiError`]s (400/413/415/422 with codes).
+/// `Json<T>` whose rejections are [`ApiError`]s (400/413/415/422 with codes),
+/// after the depth and string-length limits of [`crate::hardening`].
 #[derive(Debug)]
 pub struct ValidJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|e| ApiError::from(axum::extract::rejection::JsonRejection::from(e)))?;
+        crate::hardening::check_json_limits(&bytes).map_err(|m| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                crate::error::codes::BAD_REQUEST,
+                m,
+            )
+        })?;
+        // The same request (headers, body limit) with the body already read.
+        let rebuilt = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let axum::Json(v) = axum::Json::<T>::from_request(rebuilt, state).await?;
         Ok(Self(v))
     }
 }

@@ -1,8 +1,10 @@
 //! The Lucid Node Management API (axum): submits batches to the queue,
 //! serves their status, and exposes queues, jobs and health.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod hardening;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
@@ -10,3 +12,25 @@ pub mod startup;
 pub mod state;
 
 pub use startup::Application;
+
+/// `lucid-api`'s `main`. `lucid-api healthcheck` probes a running API;
+/// `lucid-api token [--admin | --scope "a b" --tier T --sub S | --node ID] [--ttl SECS]`
+/// prints a token signed with this configuration's secret.
+pub async fn cli_main() -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let settings = lucid_jobs::config::Settings::load().context("load configuration")?;
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("healthcheck") => return routes::probe(settings.node_api_port).await,
+        Some("token") => {
+            println!("{}", auth::token_command(&settings, &args[2..])?);
+            return Ok(());
+        }
+        _ => {}
+    }
+    lucid_jobs::telemetry::init(&settings);
+    let stop = lucid_jobs::shutdown::signal_token();
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), "lucid-api listening");
+    app.run_until_stopped(stop).await
+}

@@ -73,13 +73,55 @@ use crate::{error, routes, state::AppState};
         routes::pause_schedule,
         routes::resume_schedule,
     ),
-    components(schemas(error::ErrorEnvelope, error::ErrorBody, error::FieldError))
+    components(schemas(error::ErrorEnvelope, error::ErrorBody, error::FieldError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer JWT scheme every `/api/v1` operation uses.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A token from `lucid-api token`; scopes per endpoint are listed in the README."))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// `/openapi.json` and `/docs`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+}
+
+/// Every documented operation as (method, path template), for checks that
+/// must cover the whole API (the scope table, for one).
+pub fn operations() -> Vec<(axum::http::Method, String)> {
+    let doc = ApiDoc::openapi();
+    let mut out = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, op) in [
+            (axum::http::Method::GET, &item.get),
+            (axum::http::Method::POST, &item.post),
+            (axum::http::Method::PUT, &item.put),
+            (axum::http::Method::DELETE, &item.delete),
+        ] {
+            if op.is_some() {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out
 }

@@ -27,6 +27,7 @@ pub struct Application {
 impl Application {
     /// Connects to the stores and binds `LUCID_NODE_API_HOST:LUCID_NODE_API_PORT` (port 0 = any).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let keys = Arc::new(crate::auth::TokenKeys::from_settings(&settings)?);
         let queue = Queue::connect(settings.redis_url.expose_secret(), settings.queue())
             .await
             .context("connect to Redis (LUCID_REDIS_URL)")?;
@@ -56,6 +57,18 @@ impl Application {
                 )
             })?;
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let guard = crate::auth::Guard {
+            keys,
+            redis: queue.redis(),
+            prefix: settings.queue_prefix.clone(),
+            limits: settings.rate_limit,
+            metrics_public: settings.metrics_public,
+            db: db.clone(),
+        };
+        let hardening = Hardening {
+            timeout: Duration::from_secs(settings.request_timeout_secs),
+            cors_origins: settings.cors_origins.clone(),
+        };
         let nodes = lucid_jobs::storage::nodes::NodeRepo::new(&db);
         let resources = lucid_jobs::storage::resources::ResourceRepo::new(&db);
         let pools = lucid_jobs::storage::pools::PoolRepo::new(&db);
@@ -78,7 +91,7 @@ impl Application {
         };
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state, guard, hardening),
             grace,
         })
     }
@@ -107,16 +120,34 @@ impl Application {
     }
 }
 
-/// The full router with its middleware.
-pub fn router(state: AppState) -> Router {
+/// Request limits that are not per route.
+#[derive(Debug, Clone)]
+pub struct Hardening {
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Allowed CORS origins, comma-separated.
+    pub cors_origins: String,
+}
+
+/// The full router with its middleware: request id, tracing, panics, security
+/// headers, CORS, then (per route) the guard (rate limit, token, scope,
+/// audit), the timeout and the body limit.
+pub fn router(state: AppState, guard: crate::auth::Guard, hardening: Hardening) -> Router {
     let batch = routes::batch_routes().layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT));
+    let limit = hardening.timeout;
     Router::new()
         .merge(routes::routes().layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .merge(batch)
         .merge(crate::openapi::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn(move |req, next| {
+            crate::hardening::timeout(limit, req, next)
+        }))
+        .layer(middleware::from_fn_with_state(guard, crate::auth::guard))
         .with_state(state)
+        .layer(crate::hardening::cors(&hardening.cors_origins))
+        .layer(middleware::from_fn(crate::hardening::security_headers))
         .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id::assign))

@@ -40,6 +40,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// Requests per minute, per token subject (or client IP when anonymous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct RateLimits {
+    /// `LUCID_RATE_LIMIT__PUBLIC`: requests without a token (100).
+    pub public: u32,
+    /// `LUCID_RATE_LIMIT__AUTHENTICATED`: tier `authenticated` (1,000).
+    pub authenticated: u32,
+    /// `LUCID_RATE_LIMIT__ADMIN`: tier `admin` (10,000).
+    pub admin: u32,
+    /// `LUCID_RATE_LIMIT__POOT_VALIDATION`: PoOT validations, on top of the tier (100).
+    pub poot_validation: u32,
+    /// `LUCID_RATE_LIMIT__PAYOUT_WRITES`: payout writes, on top of the tier (50).
+    pub payout_writes: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            public: 100,
+            authenticated: 1_000,
+            admin: 10_000,
+            poot_validation: 100,
+            payout_writes: 50,
+        }
+    }
+}
+
 /// All settings of the platform; each process reads the part it needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -60,8 +88,25 @@ pub struct Settings {
     pub log_level: String,
     /// `LUCID_LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
-    /// `LUCID_JWT_SECRET`: HS256 signing secret (used from issue 7 on).
+    /// `LUCID_JWT_SECRET`: HS256 signing secret of API tokens, at least 32
+    /// bytes; required unless `LUCID_DEV_MODE` or an RS256 public key is set.
     pub jwt_secret: Option<SecretString>,
+    /// `LUCID_JWT_PUBLIC_KEY_FILE`: PEM file of an RSA public key; when set,
+    /// tokens are RS256 (signed elsewhere) instead of HS256.
+    pub jwt_public_key_file: Option<String>,
+    /// `LUCID_DEV_MODE`: local development; a missing `LUCID_JWT_SECRET` then
+    /// falls back to a well-known development secret (with a warning).
+    pub dev_mode: bool,
+    /// `LUCID_METRICS_PUBLIC`: whether `/metrics` needs no token (default true).
+    pub metrics_public: bool,
+    /// `LUCID_CORS_ORIGINS`: comma-separated origins allowed to call the API
+    /// from a browser; empty (the default) allows none.
+    pub cors_origins: String,
+    /// `LUCID_REQUEST_TIMEOUT_SECS`: a request still running after this long
+    /// is answered 504 (default 30).
+    pub request_timeout_secs: u64,
+    /// `LUCID_RATE_LIMIT__<FIELD>`: requests per minute (see [`RateLimits`]).
+    pub rate_limit: RateLimits,
     /// `LUCID_QUEUE_PREFIX`: prefix of every Redis key the queue writes.
     pub queue_prefix: String,
     /// `LUCID_WORKER_NAME`: overrides the generated `hostname-xxxxxx` worker name.
@@ -125,6 +170,12 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Pretty,
             jwt_secret: None,
+            jwt_public_key_file: None,
+            dev_mode: false,
+            metrics_public: true,
+            cors_origins: String::new(),
+            request_timeout_secs: 30,
+            rate_limit: RateLimits::default(),
             queue_prefix: "lucid".into(),
             worker_name: None,
             worker_concurrency: 8,
@@ -255,6 +306,24 @@ impl Settings {
         {
             return Err(invalid("LUCID_JWT_SECRET", "must be at least 32 bytes"));
         }
+        if !(1..=3600).contains(&self.request_timeout_secs) {
+            return Err(invalid("LUCID_REQUEST_TIMEOUT_SECS", "must be 1..=3600"));
+        }
+        let r = &self.rate_limit;
+        if [
+            r.public,
+            r.authenticated,
+            r.admin,
+            r.poot_validation,
+            r.payout_writes,
+        ]
+        .contains(&0)
+        {
+            return Err(invalid(
+                "LUCID_RATE_LIMIT__*",
+                "every limit must be at least 1 per minute",
+            ));
+        }
         Ok(())
     }
 
@@ -365,6 +434,18 @@ impl Settings {
         Ok(())
     }
 
+    /// What the API needs on top of [`Settings::validate`]: a way to check
+    /// tokens. Outside dev mode `LUCID_JWT_SECRET` (or an RS256 public key) is required.
+    pub fn validate_api(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.is_none() && self.jwt_public_key_file.is_none() && !self.dev_mode {
+            return Err(ConfigError::Invalid {
+                var: "LUCID_JWT_SECRET",
+                reason: "is required (at least 32 bytes; or LUCID_JWT_PUBLIC_KEY_FILE for RS256, or LUCID_DEV_MODE=true locally)".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The queue settings derived from these settings.
     pub fn queue(&self) -> crate::queue::QueueConfig {
         crate::queue::QueueConfig {
@@ -388,6 +469,27 @@ mod tests {
         let s = Settings::default();
         s.validate().expect("defaults validate");
         assert_eq!(s.node_api_port, 8095);
+    }
+
+    #[test]
+    fn the_api_needs_a_jwt_secret_outside_dev_mode() {
+        let s = Settings::default();
+        let err = s.validate_api().expect_err("no secret").to_string();
+        assert!(err.contains("LUCID_JWT_SECRET"), "{err}");
+        let dev = Settings {
+            dev_mode: true,
+            ..Settings::default()
+        };
+        dev.validate_api().expect("dev mode");
+        let short = Settings {
+            jwt_secret: Some("too short".into()),
+            ..Settings::default()
+        };
+        let err = short.validate().expect_err("short").to_string();
+        assert!(
+            err.contains("LUCID_JWT_SECRET") && err.contains("32"),
+            "{err}"
+        );
     }
 
     #[test]

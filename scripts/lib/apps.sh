@@ -97,8 +97,29 @@ worker_ready() {
   return 1
 }
 
+# The API needs LUCID_JWT_SECRET: keep one for this checkout in .run/jwt-secret
+# (created once, mode 600) unless the caller set one.
+ensure_jwt_secret() {
+  if [[ -z "${LUCID_JWT_SECRET:-}" ]]; then
+    local f="$RUN_DIR/jwt-secret"
+    if [[ ! -s "$f" ]]; then
+      (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > "$f")
+      info "created a JWT signing secret in ${f#"$LUCID_ROOT"/}"
+    fi
+    LUCID_JWT_SECRET=$(cat "$f")
+    export LUCID_JWT_SECRET
+  fi
+}
+
+# An admin token (24 h) for local use, in .run/token.
+mint_dev_token() {
+  (umask 077 && "$BIN_DIR/lucid-api" token --admin --sub dev --ttl 86400 > "$RUN_DIR/token") \
+    || die "could not mint a token with $BIN_DIR/lucid-api token"
+}
+
 start_apps() {
   ensure_run_dirs
+  ensure_jwt_secret
   local -a running=() names
   local n
   mapfile -t names < <(app_names | awk '!seen[$0]++')
@@ -134,6 +155,7 @@ start_apps() {
   done
   assert_alive scheduler
   ok "scheduler running"
+  mint_dev_token
 }
 
 print_urls() {
@@ -154,6 +176,13 @@ EOT
   for n in api $(worker_names) scheduler mongo; do
     [[ -f "$LOG_DIR/$n.log" ]] && printf '  %-15s %s\n' "$n" "${LOG_DIR#"$LUCID_ROOT"/}/$n.log"
   done
+  cat <<EOT
+
+Admin token (24 h; also in ${RUN_DIR#"$LUCID_ROOT"/}/token):
+  $(cat "$RUN_DIR/token")
+Call the API with it:
+  curl -H "Authorization: Bearer \$(cat ${RUN_DIR#"$LUCID_ROOT"/}/token)" $API_URL/api/v1/nodes/
+EOT
   printf '\nStop everything with: ./scripts/dev down\n'
 }
 

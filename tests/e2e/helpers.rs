@@ -39,6 +39,15 @@ pub fn test_settings() -> Settings {
         queue_poll_interval_ms: 200,
         log_level: env("LUCID_TEST_LOG", "warn"),
         shutdown_grace_secs: 5,
+        jwt_secret: Some(format!("test-secret-{}", uuid::Uuid::new_v4().simple()).into()),
+        // Tests that check limits set their own; the rest must never meet one.
+        rate_limit: lucid_jobs::config::RateLimits {
+            public: 100_000,
+            authenticated: 100_000,
+            admin: 100_000,
+            poot_validation: 100_000,
+            payout_writes: 100_000,
+        },
         ..Settings::default()
     }
 }
@@ -86,12 +95,39 @@ pub async fn spawn_app_with(settings: Settings, workers: usize) -> TestApp {
         .expect("redis");
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::new(),
+        client: authed_client(&mint(&settings, &admin_claims())),
         db: client.database(&settings.database_name),
         settings,
         queue,
         stop,
     }
+}
+
+/// Claims of an admin token with every scope.
+pub fn admin_claims() -> lucid_api::auth::Claims {
+    use lucid_api::auth::{Claims, Tier, scopes};
+    Claims::new("test-admin", scopes::ALL, Tier::Admin, 3600)
+}
+
+/// Signs `claims` with the app's secret.
+pub fn mint(settings: &Settings, claims: &lucid_api::auth::Claims) -> String {
+    let secret = settings.jwt_secret.as_ref().expect("test secret");
+    lucid_api::auth::TokenKeys::hs256(secret.expose_secret().as_bytes())
+        .mint(claims)
+        .expect("mint")
+}
+
+/// A client that sends `Authorization: Bearer token` on every request.
+pub fn authed_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 impl TestApp {

@@ -12,4 +12,5 @@ mod receiver;
 mod resources_api;
 mod scaling_api;
 mod scheduler;
+mod security;
 mod worker_kill;

@@ -56,6 +56,37 @@ async fn main() -> anyhow::Result<()> {
 
 mod poot;
 
+/// Rate limits no benchmark reaches.
+fn unlimited() -> lucid_jobs::config::RateLimits {
+    let n = 1_000_000_000;
+    lucid_jobs::config::RateLimits {
+        public: n,
+        authenticated: n,
+        admin: n,
+        poot_validation: n,
+        payout_writes: n,
+    }
+}
+
+/// A client carrying an admin token for the dev-mode API the benchmarks start.
+fn admin_client() -> anyhow::Result<reqwest::Client> {
+    use lucid_api::auth::{Claims, DEV_SECRET, Tier, TokenKeys, scopes};
+    let token = TokenKeys::hs256(DEV_SECRET.as_bytes()).mint(&Claims::new(
+        "bench",
+        scopes::ALL,
+        Tier::Admin,
+        3600,
+    ))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 async fn submit() -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let settings = Settings {
@@ -64,6 +95,8 @@ async fn submit() -> anyhow::Result<()> {
         database_name: format!("bench_{}", &id[..8]),
         queue_prefix: format!("bench_{}", &id[..8]),
         log_level: "error".into(),
+        dev_mode: true,
+        rate_limit: crate::unlimited(),
         ..Settings::default()
     };
     let api = lucid_api::Application::build(settings.clone())
@@ -79,7 +112,7 @@ async fn submit() -> anyhow::Result<()> {
 
     let items = items();
     let body = serde_json::to_vec(&serde_json::json!({ "validations": items }))?;
-    let client = reqwest::Client::new();
+    let client = crate::admin_client()?;
     let (mut api_times, mut base_times) = (Vec::new(), Vec::new());
     for run in 0..RUNS {
         let t = Instant::now();

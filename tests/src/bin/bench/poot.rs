@@ -52,6 +52,8 @@ pub async fn run() -> anyhow::Result<()> {
         database_name: format!("bench_poot_{}", &id[..8]),
         queue_prefix: format!("bench_poot_{}", &id[..8]),
         log_level: "error".into(),
+        dev_mode: true,
+        rate_limit: crate::unlimited(),
         ..Settings::default()
     };
     let db = Db::connect(
@@ -161,7 +163,7 @@ pub async fn run() -> anyhow::Result<()> {
                                      "timestamp": ts, "nonce": format!("bench-{i}") }))
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "validations": items }))?;
-    let client = reqwest::Client::new();
+    let client = crate::admin_client()?;
     let t = Instant::now();
     let accepted: serde_json::Value = client
         .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
