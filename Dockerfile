@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# One image with the three Lucid binaries: lucid-api (default entrypoint),
-# lucid-worker and lucid-scheduler. docker-compose.yml picks the entrypoint
-# per service.
+# One image with the Lucid binaries: lucid-api (default entrypoint),
+# lucid-worker, lucid-scheduler and the lucidctl CLI. docker-compose.yml picks
+# the entrypoint per service.
 #
 #   docker build -t lucid-node:local .
 
@@ -19,9 +19,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --workspace \
-        --bin lucid-api --bin lucid-worker --bin lucid-scheduler \
+        --bin lucid-api --bin lucid-worker --bin lucid-scheduler --bin lucidctl \
  && mkdir -p /out \
- && cp target/release/lucid-api target/release/lucid-worker target/release/lucid-scheduler /out/
+ && cp target/release/lucid-api target/release/lucid-worker target/release/lucid-scheduler \
+       target/release/lucidctl /out/
 
 # glibc + libgcc + CA certificates, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -18,6 +18,23 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// Longest JSON string (a 1 MiB output in base64 fits).
 pub const MAX_JSON_STRING: usize = 1_500_000;
 
+/// Records each request's count and duration by method, route template and status.
+pub async fn http_metrics(req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(lucid_jobs::metrics::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(lucid_jobs::metrics::HTTP_DURATION, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
 /// Answers 504 (`LUCID_ERR_5040`) when the handler takes longer than `limit`.
 pub async fn timeout(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {

@@ -3,16 +3,12 @@
 
 use axum::{extract::Request, http::HeaderValue, middleware::Next, response::Response};
 
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
 /// Header name.
 pub const HEADER: &str = "x-request-id";
 
 /// The current request's id (empty outside a request).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+    lucid_jobs::telemetry::current_request_id()
 }
 
 /// Middleware: assigns the id and runs the rest of the stack inside its scope.
@@ -28,12 +24,11 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         req.headers_mut().insert(HEADER, v);
     }
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut response = REQUEST_ID
-        .scope(
-            id.clone(),
-            tracing::Instrument::instrument(next.run(req), span),
-        )
-        .await;
+    let mut response = lucid_jobs::telemetry::with_request_id(
+        id.clone(),
+        tracing::Instrument::instrument(next.run(req), span),
+    )
+    .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, v);
     }

@@ -28,6 +28,7 @@ impl Application {
     /// Connects to the stores and binds `LUCID_NODE_API_HOST:LUCID_NODE_API_PORT` (port 0 = any).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let keys = Arc::new(crate::auth::TokenKeys::from_settings(&settings)?);
+        lucid_jobs::metrics::install();
         let queue = Queue::connect(settings.redis_url.expose_secret(), settings.queue())
             .await
             .context("connect to Redis (LUCID_REDIS_URL)")?;
@@ -145,6 +146,7 @@ pub fn router(state: AppState, guard: crate::auth::Guard, hardening: Hardening) 
             crate::hardening::timeout(limit, req, next)
         }))
         .layer(middleware::from_fn_with_state(guard, crate::auth::guard))
+        .layer(middleware::from_fn(crate::hardening::http_metrics))
         .with_state(state)
         .layer(crate::hardening::cors(&hardening.cors_origins))
         .layer(middleware::from_fn(crate::hardening::security_headers))

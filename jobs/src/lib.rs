@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod handlers;
 pub mod ledger;
+pub mod metrics;
 pub mod payouts;
 pub mod poot;
 pub mod queue;

@@ -20,3 +20,18 @@ pub fn init(settings: &Settings) {
         LogFormat::Pretty => registry.with(fmt::layer().with_target(true)).try_init(),
     };
 }
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The request id of the API call being served (empty elsewhere). Jobs
+/// enqueued while serving it carry it, and the worker logs it with the job.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Runs `fut` with `id` as the current request id.
+pub async fn with_request_id<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}

@@ -4,7 +4,10 @@
 //! with tick-derived ids, and the claim completed. Followers poll for the
 //! lease and take over when it expires; a stopping leader releases it.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -34,6 +37,7 @@ pub async fn cli_main() -> anyhow::Result<()> {
 /// A built scheduler replica.
 #[derive(Debug)]
 pub struct Application {
+    listener: tokio::net::TcpListener,
     ctx: JobContext,
     store: ScheduleStore,
     schedules: Vec<Schedule>,
@@ -70,9 +74,17 @@ impl Application {
         )
         .context("ledger pool (LUCID_POSTGRES_URL)")?;
         let schedules = settings.scheduler.schedules()?;
+        lucid_jobs::metrics::install();
+        let port = settings.scheduler.metrics_port;
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .with_context(|| {
+                format!("bind the metrics port (LUCID_SCHEDULER__METRICS_PORT={port})")
+            })?;
         let ttl = settings.scheduler.lease_ttl();
         let ctx = JobContext::new(db, queue.clone(), ledger, std::sync::Arc::new(settings));
         Ok(Self {
+            listener,
             ctx,
             store: ScheduleStore::new(queue),
             schedules,
@@ -86,18 +98,69 @@ impl Application {
         &self.replica
     }
 
+    /// The bound metrics port.
+    pub fn metrics_port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
     /// Runs until `stop`; a leader releases its lease on the way out.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let queue = self.ctx.queue.clone();
+        let server = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let queue = queue.clone();
+                    async move {
+                        (
+                            [("content-type", "text/plain; version=0.0.4")],
+                            lucid_jobs::metrics::render(&queue).await,
+                        )
+                    }
+                }),
+            );
+        let (listener, server_stop) = (self.listener, stop.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, server)
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await
+        });
+        let this = Replica {
+            ctx: self.ctx,
+            store: self.store,
+            schedules: self.schedules,
+            replica: self.replica,
+            ttl: self.ttl,
+        };
+        this.run(stop).await
+    }
+}
+
+/// The scheduling loop of one replica.
+struct Replica {
+    ctx: JobContext,
+    store: ScheduleStore,
+    schedules: Vec<Schedule>,
+    replica: String,
+    ttl: Duration,
+}
+
+impl Replica {
+    async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let ttl_ms = self.ttl.as_millis() as u64;
         let renew_every = self.ttl / 3;
         let mut lease: Option<Lease> = None;
         let mut last: HashMap<ScheduleName, Option<DateTime<Utc>>> = HashMap::new();
+        // Schedules whose last tick this replica handled while leading.
+        let mut own: HashSet<ScheduleName> = HashSet::new();
         while !stop.is_cancelled() {
             match self.store.acquire(&self.replica, ttl_ms).await {
                 Ok(Some(l)) => {
                     if lease.as_ref().map(|o| o.token) != Some(l.token) {
                         tracing::info!(replica = %self.replica, token = l.token, "leadership acquired");
                         last.clear();
+                        own.clear();
                     }
                     lease = Some(l);
                 }
@@ -112,7 +175,7 @@ impl Application {
                 }
             }
             if let Some(l) = &lease
-                && !self.fire_due(l, &mut last).await
+                && !self.fire_due(l, &mut last, &mut own).await
             {
                 lease = None;
             }
@@ -143,33 +206,40 @@ impl Application {
         Ok(())
     }
 
-    /// Fires every enabled schedule that is due. False when the lease turned
-    /// out to be lost (a claim was refused).
+    /// Fires every enabled schedule's due ticks (in order, when this replica
+    /// fell behind while leading). False when the lease turned out to be lost
+    /// (a claim was refused).
     async fn fire_due(
         &self,
         lease: &Lease,
         last: &mut HashMap<ScheduleName, Option<DateTime<Utc>>>,
+        own: &mut HashSet<ScheduleName>,
     ) -> bool {
         for schedule in self.schedules.iter().filter(|s| s.enabled) {
             let name = schedule.name;
-            let known = match last.get(&name) {
-                Some(t) => *t,
-                None => match self.store.state(name).await {
-                    Ok(s) => *last.entry(name).or_insert(s.last_tick),
-                    Err(e) => {
-                        tracing::warn!(error = %e, schedule = name.as_str(), "could not read schedule state");
-                        continue;
+            // Bounded: a schedule far behind catches up over several passes.
+            for _ in 0..100 {
+                let known = match last.get(&name) {
+                    Some(t) => *t,
+                    None => match self.store.state(name).await {
+                        Ok(s) => *last.entry(name).or_insert(s.last_tick),
+                        Err(e) => {
+                            tracing::warn!(error = %e, schedule = name.as_str(), "could not read schedule state");
+                            break;
+                        }
+                    },
+                };
+                match self.step(lease, schedule, known, own.contains(&name)).await {
+                    Ok(Some(handled)) => {
+                        last.insert(name, Some(handled));
+                        own.insert(name);
                     }
-                },
-            };
-            match self.step(lease, schedule, known).await {
-                Ok(Some(handled)) => {
-                    last.insert(name, Some(handled));
-                }
-                Ok(None) => {}
-                Err(StepError::NotLeader) => return false,
-                Err(StepError::Failed(e)) => {
-                    tracing::error!(error = %format!("{e:#}"), schedule = name.as_str(), "firing failed; retrying on the next pass");
+                    Ok(None) => break,
+                    Err(StepError::NotLeader) => return false,
+                    Err(StepError::Failed(e)) => {
+                        tracing::error!(error = %format!("{e:#}"), schedule = name.as_str(), "firing failed; retrying on the next pass");
+                        break;
+                    }
                 }
             }
         }
@@ -182,9 +252,10 @@ impl Application {
         lease: &Lease,
         schedule: &Schedule,
         last: Option<DateTime<Utc>>,
+        in_order: bool,
     ) -> Result<Option<DateTime<Utc>>, StepError> {
         let name = schedule.name;
-        match schedule.due(Utc::now(), last) {
+        match schedule.due(Utc::now(), last, in_order) {
             Due::Idle => Ok(None),
             Due::TooLate { tick } => {
                 tracing::warn!(schedule = name.as_str(), %tick, catch_up_secs = schedule.catch_up.num_seconds(), "missed tick is older than the catch-up window; skipped");
@@ -212,6 +283,8 @@ impl Application {
                     .complete(lease, name, tick, &job_id)
                     .await
                     .map_err(failed)?;
+                metrics::counter!(lucid_jobs::metrics::SCHEDULE_FIRES, "schedule" => name.as_str())
+                    .increment(1);
                 tracing::info!(schedule = name.as_str(), %tick, %job_id, token = lease.token, "tick fired");
                 Ok(Some(tick))
             }

@@ -2,8 +2,10 @@
 //! on port 0, in-process workers and real worker processes.
 
 mod batches_api;
+mod cli;
 mod helpers;
 mod nodes_api;
+mod observability;
 mod payouts_api;
 mod pools_api;
 mod poot_api;

@@ -7,7 +7,7 @@ use std::sync::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use lucid_jobs::{handlers::JobContext, queue::ALL_QUEUES};
+use lucid_jobs::handlers::JobContext;
 
 #[derive(Clone)]
 pub(crate) struct HealthState {
@@ -49,25 +49,7 @@ fn up(ok: bool) -> &'static str {
 }
 
 async fn metrics(State(s): State<HealthState>) -> impl IntoResponse {
-    let mut out = String::from("# TYPE lucid_queue_jobs gauge\n");
-    for q in ALL_QUEUES {
-        if let Ok(c) = s.ctx.queue.counts(q).await {
-            for (state, n) in [
-                ("queued", c.queued),
-                ("scheduled", c.scheduled),
-                ("running", c.running),
-                ("dead", c.dead),
-            ] {
-                out.push_str(&format!(
-                    "lucid_queue_jobs{{queue=\"{q}\",state=\"{state}\"}} {n}\n"
-                ));
-            }
-            out.push_str(&format!(
-                "lucid_queue_succeeded_total{{queue=\"{q}\"}} {}\n",
-                c.succeeded
-            ));
-        }
-    }
+    let out = lucid_jobs::metrics::render(&s.ctx.queue).await;
     ([("content-type", "text/plain; version=0.0.4")], out)
 }
 

@@ -58,6 +58,7 @@ fn unique_worker_name(settings: &Settings) -> String {
 impl Application {
     /// Connects to Redis and MongoDB and binds the health port (0 = any).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        lucid_jobs::metrics::install();
         let queue = Queue::connect(expose(&settings.redis_url), settings.queue())
             .await
             .context("connect to Redis (LUCID_REDIS_URL)")?;

@@ -217,6 +217,9 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         r
     };
     if let Some(v) = verdict.filter(|v| !v.allowed) {
+        let bucket = scopes::bucket(&method, &path).map_or("tier", Bucket::as_str);
+        metrics::counter!(lucid_jobs::metrics::RATE_LIMIT_REJECTIONS, "bucket" => bucket)
+            .increment(1);
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             codes::RATE_LIMITED,
@@ -239,13 +242,15 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
     };
     match scopes::required(&method, &template, g.metrics_public) {
         Some(Access::Public) => {}
-        None => {
-            return finish(forbidden(
-                codes::FORBIDDEN,
-                format!("{method} {template} is not open to tokens"),
-                None,
+        // Not in the table (a method the route does not serve: the router
+        // answers 405): still only for callers with a valid token.
+        None if principal.is_none() => {
+            return finish(unauthorized(
+                codes::UNAUTHORIZED,
+                "a bearer token is required",
             ));
         }
+        None => {}
         Some(Access::AnyOf(needed)) => {
             let Some(p) = &principal else {
                 return finish(unauthorized(

@@ -1,7 +1,6 @@
 //! Liveness, readiness and metrics.
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use lucid_jobs::queue::ALL_QUEUES;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -88,33 +87,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     )
 }
 
-/// Prometheus metrics: queue depths and live workers.
+/// Prometheus metrics: HTTP, jobs, queues, batches, payouts, stores (see `lucid_jobs::metrics`).
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::from("# TYPE lucid_queue_jobs gauge\n");
-    for q in ALL_QUEUES {
-        if let Ok(c) = state.jobs.queue.counts(q).await {
-            for (s, n) in [
-                ("queued", c.queued),
-                ("scheduled", c.scheduled),
-                ("running", c.running),
-                ("dead", c.dead),
-            ] {
-                out.push_str(&format!(
-                    "lucid_queue_jobs{{queue=\"{q}\",state=\"{s}\"}} {n}\n"
-                ));
-            }
-            out.push_str(&format!(
-                "lucid_queue_succeeded_total{{queue=\"{q}\"}} {}\n",
-                c.succeeded
-            ));
-        }
-    }
-    if let Ok(w) = state.jobs.queue.live_workers().await {
-        out.push_str(&format!(
-            "# TYPE lucid_workers_live gauge\nlucid_workers_live {}\n",
-            w.len()
-        ));
-    }
+    let out = lucid_jobs::metrics::render(&state.jobs.queue).await;
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

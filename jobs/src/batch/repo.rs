@@ -71,6 +71,10 @@ impl BatchRepo {
 
     /// Stores (or overwrites with identical counts) a chunk's summary.
     pub async fn save_chunk(&self, result: &ChunkResult) -> Result<(), StorageError> {
+        for (outcome, n) in [("succeeded", result.succeeded), ("failed", result.failed)] {
+            metrics::counter!(crate::metrics::BATCH_ITEMS, "kind" => result.kind.clone(), "outcome" => outcome)
+                .increment(n);
+        }
         self.chunks
             .replace_one(doc! { "_id": &result.job_id }, result)
             .upsert(true)

@@ -182,6 +182,13 @@ impl Ledger {
 
     /// Posts `entry` in one transaction; `Ok(false)` when its key was already posted.
     pub async fn post(&self, entry: &NewEntry) -> Result<bool, LedgerError> {
+        let started = std::time::Instant::now();
+        let result = self.post_entry(entry).await;
+        crate::metrics::store_call("postgres", "post_entry", started.elapsed());
+        result
+    }
+
+    async fn post_entry(&self, entry: &NewEntry) -> Result<bool, LedgerError> {
         if entry.postings.len() < 2 {
             return Err(LedgerError::Invalid(format!(
                 "{}: needs at least two postings",

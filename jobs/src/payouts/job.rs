@@ -140,10 +140,19 @@ pub async fn process_payout(
 }
 
 async fn settle(ctx: &JobContext, p: &PayoutDoc, tx_hash: &str) -> anyhow::Result<()> {
-    ctx.ledger
+    let posted = ctx
+        .ledger
         .post(&p.settle_entry(tx_hash))
         .await
         .context("ledger settle")?;
+    if posted {
+        let currency = p.currency.to_string();
+        metrics::counter!(crate::metrics::PAYOUTS_SETTLED, "currency" => currency.clone())
+            .increment(1);
+        let amount = rust_decimal::prelude::ToPrimitive::to_f64(&p.amount).unwrap_or(0.0);
+        metrics::gauge!(crate::metrics::PAYOUT_AMOUNT_SETTLED, "currency" => currency)
+            .increment(amount);
+    }
     ctx.payouts
         .complete(p, tx_hash)
         .await

@@ -38,6 +38,8 @@ pub struct JobLease {
     pub max_attempts: u32,
     /// Stable job name.
     pub kind: String,
+    /// Request id of the API call that enqueued the job (empty if none).
+    pub request_id: String,
     token: String,
 }
 
@@ -195,8 +197,16 @@ impl<Args: DeserializeOwned + Send + Sync + 'static> RedisBackend<Args> {
                     attempt: job.attempt,
                     max_attempts: job.max_attempts,
                     kind: job.kind.clone(),
+                    request_id: job.request_id.clone(),
                     token: job.token.clone(),
                 };
+                let queue = self.queue_name.clone();
+                metrics::counter!(crate::metrics::JOBS_STARTED, "queue" => queue.clone())
+                    .increment(1);
+                if job.attempt == 1 {
+                    metrics::histogram!(crate::metrics::JOB_QUEUE_WAIT, "queue" => queue)
+                        .record(job.waited_ms as f64 / 1000.0);
+                }
                 Some(
                     TaskBuilder::new(args)
                         .task_id(TaskId::from_string(job.id))
@@ -371,10 +381,21 @@ where
 
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.data().get::<JobLease>().cloned();
-        let fut = self.inner.call(task);
+        // Every log line of the attempt carries the job and the request id
+        // of the API call that enqueued it.
+        let span = match &lease {
+            Some(l) => {
+                tracing::info_span!("job", queue = %self.layer.queue_name, job_id = %l.job_id, attempt = l.attempt, request_id = %l.request_id)
+            }
+            None => tracing::info_span!("job", queue = %self.layer.queue_name),
+        };
+        let fut = tracing::Instrument::instrument(self.inner.call(task), span);
         let layer = self.layer.clone();
         async move {
+            let started = std::time::Instant::now();
             let result = fut.await.map_err(Into::into);
+            metrics::histogram!(crate::metrics::JOB_DURATION, "queue" => layer.queue_name.clone())
+                .record(started.elapsed().as_secs_f64());
             if let Some(lease) = lease {
                 let outcome = result.as_ref().map(|_| ()).map_err(|e| {
                     (
@@ -400,7 +421,16 @@ impl AckLayer {
             max_attempts: lease.max_attempts,
             kind: lease.kind.clone(),
             payload: String::new(),
+            waited_ms: 0,
+            request_id: lease.request_id.clone(),
         };
+        let queue = self.queue_name.clone();
+        match &outcome {
+            Ok(()) => metrics::counter!(crate::metrics::JOBS_SUCCEEDED, "queue" => queue.clone())
+                .increment(1),
+            Err(_) => metrics::counter!(crate::metrics::JOBS_FAILED, "queue" => queue.clone())
+                .increment(1),
+        }
         // Redis may blip: retry the acknowledgement briefly. If it still fails,
         // the lease expires and the (idempotent) job runs again.
         for attempt in 0..5u32 {
@@ -412,8 +442,14 @@ impl AckLayer {
                 }),
                 Err((e, permanent)) => {
                     self.queue.fail(&self.queue_name, &job, e, !permanent).await.map(|o| match o {
-                        FailOutcome::Retrying => tracing::warn!(job_id = %job.id, attempt = job.attempt, error = %e, "job failed; will retry"),
-                        FailOutcome::Dead => tracing::error!(job_id = %job.id, attempt = job.attempt, error = %e, "job failed; moved to dead letters"),
+                        FailOutcome::Retrying => {
+                            metrics::counter!(crate::metrics::JOBS_RETRIED, "queue" => queue.clone()).increment(1);
+                            tracing::warn!(job_id = %job.id, attempt = job.attempt, error = %e, "job failed; will retry");
+                        }
+                        FailOutcome::Dead => {
+                            metrics::counter!(crate::metrics::JOBS_DEAD, "queue" => queue.clone()).increment(1);
+                            tracing::error!(job_id = %job.id, attempt = job.attempt, error = %e, "job failed; moved to dead letters");
+                        }
                         FailOutcome::Stale => tracing::warn!(job_id = %job.id, "job failed after its lease was lost"),
                     })
                 }

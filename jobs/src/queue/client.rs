@@ -137,7 +137,8 @@ impl Queue {
                     .key(&seq)
                     .arg(&jp)
                     .arg(queue)
-                    .arg(&wake);
+                    .arg(&wake)
+                    .arg(crate::telemetry::current_request_id());
                 for job in chunk {
                     let id = job
                         .options
@@ -155,8 +156,12 @@ impl Queue {
                 }
                 pipe.invoke_script(&inv);
             }
+            let started = std::time::Instant::now();
             let _: Vec<i64> = pipe.query_async(&mut conn).await?;
+            crate::metrics::store_call("redis", "enqueue", started.elapsed());
         }
+        metrics::counter!(crate::metrics::JOBS_ENQUEUED, "queue" => queue.to_string())
+            .increment(ids.len() as u64);
         Ok(ids)
     }
 
@@ -187,6 +192,7 @@ impl Queue {
         n: usize,
     ) -> Result<Vec<LeasedJob>, QueueError> {
         let mut conn = self.conn.clone();
+        let started = std::time::Instant::now();
         let rows: Vec<Vec<String>> = scripts::FETCH
             .key(self.qkey(queue, "ready"))
             .key(self.qkey(queue, "scheduled"))
@@ -200,9 +206,10 @@ impl Queue {
             .arg(self.config.retention.as_secs())
             .invoke_async(&mut conn)
             .await?;
+        crate::metrics::store_call("redis", "fetch", started.elapsed());
         rows.into_iter()
             .map(|r| {
-                let [id, token, attempt, max, kind, payload]: [String; 6] = r
+                let [id, token, attempt, max, kind, payload, waited, request_id]: [String; 8] = r
                     .try_into()
                     .map_err(|_| QueueError::Corrupt("fetch row".into()))?;
                 Ok(LeasedJob {
@@ -212,6 +219,8 @@ impl Queue {
                     max_attempts: max.parse().unwrap_or(self.config.max_attempts),
                     kind,
                     payload,
+                    waited_ms: waited.parse().unwrap_or(0),
+                    request_id,
                 })
             })
             .collect()

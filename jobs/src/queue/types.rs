@@ -167,6 +167,10 @@ pub struct LeasedJob {
     pub kind: String,
     /// JSON payload.
     pub payload: String,
+    /// Milliseconds since the job was enqueued.
+    pub waited_ms: u64,
+    /// Request id of the API call that enqueued it (empty if none).
+    pub request_id: String,
 }
 
 /// What happened to a failed attempt.

@@ -99,6 +99,9 @@ pub struct SchedulerSettings {
     pub earnings_payout: ScheduleSpec,
     /// `LUCID_SCHEDULER__RETENTION__*`.
     pub retention: ScheduleSpec,
+    /// `LUCID_SCHEDULER__METRICS_PORT`: port of the scheduler's `/metrics`
+    /// and `/health` (default 9464; 0 picks a free port).
+    pub metrics_port: u16,
 }
 
 impl Default for SchedulerSettings {
@@ -110,6 +113,7 @@ impl Default for SchedulerSettings {
             poot_sweep: ScheduleSpec::default(),
             earnings_payout: ScheduleSpec::default(),
             retention: ScheduleSpec::default(),
+            metrics_port: 9464,
         }
     }
 }
@@ -216,12 +220,26 @@ impl Schedule {
     }
 
     /// What is due at `now` given the last handled tick (fired or skipped).
-    pub fn due(&self, now: DateTime<Utc>, last: Option<DateTime<Utc>>) -> Due {
+    /// With `in_order` (this replica handled `last` itself and has led
+    /// since) the ticks after it fire in order, so a slow fire drops none;
+    /// otherwise (an outage, a handover) only the latest missed tick fires,
+    /// if it is within the catch-up window.
+    pub fn due(&self, now: DateTime<Utc>, last: Option<DateTime<Utc>>, in_order: bool) -> Due {
         let Some(tick) = self.latest(now) else {
             return Due::Idle;
         };
         if last.is_some_and(|l| l >= tick) {
             return Due::Idle;
+        }
+        if let Some(l) = last.filter(|_| in_order)
+            && let Some(next) = self.parsed.after(&l).next()
+            && next <= tick
+            && now - next <= self.catch_up
+        {
+            return Due::Fire {
+                tick: next,
+                missed: 0,
+            };
         }
         if now - tick > self.catch_up {
             return Due::TooLate { tick };
@@ -309,15 +327,22 @@ mod tests {
         let s = schedule("*/10 * * * * *", 60);
         let now = t("2026-11-27T10:00:12Z");
         assert_eq!(
-            s.due(now, None),
+            s.due(now, None, false),
             Due::Fire {
                 tick: t("2026-11-27T10:00:10Z"),
                 missed: 0
             }
         );
-        assert_eq!(s.due(now, Some(t("2026-11-27T10:00:10Z"))), Due::Idle);
         assert_eq!(
-            s.due(t("2026-11-27T10:00:20Z"), Some(t("2026-11-27T10:00:10Z"))),
+            s.due(now, Some(t("2026-11-27T10:00:10Z")), false),
+            Due::Idle
+        );
+        assert_eq!(
+            s.due(
+                t("2026-11-27T10:00:20Z"),
+                Some(t("2026-11-27T10:00:10Z")),
+                false
+            ),
             Due::Fire {
                 tick: t("2026-11-27T10:00:20Z"),
                 missed: 0
@@ -331,7 +356,7 @@ mod tests {
         let last = Some(t("2026-11-27T10:00:00Z"));
         // Down from 10:00:00 to 10:00:55: 10:00:10..10:00:40 are dropped, 10:00:50 fires.
         assert_eq!(
-            s.due(t("2026-11-27T10:00:55Z"), last),
+            s.due(t("2026-11-27T10:00:55Z"), last, false),
             Due::Fire {
                 tick: t("2026-11-27T10:00:50Z"),
                 missed: 4
@@ -339,15 +364,41 @@ mod tests {
         );
         // Back only at 10:03:05 with a 60 s window: the latest tick (10:03:00) is fine...
         assert!(matches!(
-            s.due(t("2026-11-27T10:03:05Z"), last),
+            s.due(t("2026-11-27T10:03:05Z"), last, false),
             Due::Fire { .. }
         ));
         // ...but an hourly tick last due 61 s ago is too late.
         let hourly = schedule("0 0 * * * *", 60);
         assert_eq!(
-            hourly.due(t("2026-11-27T10:01:01Z"), Some(t("2026-11-27T09:00:00Z"))),
+            hourly.due(
+                t("2026-11-27T10:01:01Z"),
+                Some(t("2026-11-27T09:00:00Z")),
+                false
+            ),
             Due::TooLate {
                 tick: t("2026-11-27T10:00:00Z")
+            }
+        );
+    }
+
+    #[test]
+    fn a_leader_that_fell_behind_fires_every_tick_in_order() {
+        let s = schedule("* * * * * *", 60);
+        // The fire of 10:00:00 took 2.5 s: 10:00:01 and 10:00:02 still fire, in order.
+        let now = t("2026-11-27T10:00:02.500Z");
+        assert_eq!(
+            s.due(now, Some(t("2026-11-27T10:00:00Z")), true),
+            Due::Fire {
+                tick: t("2026-11-27T10:00:01Z"),
+                missed: 0
+            }
+        );
+        // A replica that only just became leader drops them and fires the latest.
+        assert_eq!(
+            s.due(now, Some(t("2026-11-27T10:00:00Z")), false),
+            Due::Fire {
+                tick: t("2026-11-27T10:00:02Z"),
+                missed: 1
             }
         );
     }

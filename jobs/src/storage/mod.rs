@@ -64,7 +64,15 @@ pub struct Db {
 impl Db {
     /// Connects (lazily: the driver connects on first use) to `database`.
     pub async fn connect(url: &str, database: &str) -> Result<Self, StorageError> {
-        let client = Client::with_uri_str(url).await?;
+        use mongodb::event::{EventHandler, command::CommandEvent};
+        let mut options = mongodb::options::ClientOptions::parse(url).await?;
+        // Every command's latency, by command name (find, insert, aggregate...).
+        options.command_event_handler = Some(EventHandler::callback(|e: CommandEvent| {
+            if let CommandEvent::Succeeded(s) = e {
+                crate::metrics::store_call("mongodb", &s.command_name, s.duration);
+            }
+        }));
+        let client = Client::with_options(options)?;
         Ok(Self {
             db: client.database(database),
             resource_retention_days: None,

@@ -1,0 +1,158 @@
+//! Metrics after a real batch, the Grafana dashboard's metric names, and the
+//! submitting request's id in the worker's logs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ItemBuilder, TestApp, spawn_app_with, test_settings};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A worker process with a known health port and captured logs.
+fn worker(app: &TestApp, port: u16) -> tokio::process::Child {
+    let mut env = app.worker_env("metrics-worker");
+    env.retain(|(k, _)| k != "LUCID_WORKER_HEALTH_PORT" && k != "LUCID_LOG_LEVEL");
+    env.push(("LUCID_WORKER_HEALTH_PORT".into(), port.to_string()));
+    env.push(("LUCID_LOG_LEVEL".into(), "info".into()));
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_lucid-worker-e2e"))
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn worker")
+}
+
+fn assert_has(text: &str, needles: &[&str], whose: &str) {
+    for n in needles {
+        assert!(text.contains(n), "{whose} /metrics lacks {n}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_real_batch_shows_up_in_the_metrics_and_its_request_id_in_the_worker_logs() {
+    let app = spawn_app_with(test_settings(), 0).await;
+    let port = free_port();
+    let child = worker(&app, port);
+    app.insert_nodes(&["node_m".to_string()]).await;
+    let items: Vec<Value> = (0..20)
+        .map(|_| ItemBuilder::new("node_m").build())
+        .collect();
+    let r = app
+        .client
+        .post(format!("{}/api/v1/nodes/poot/batch-validate", app.address))
+        .header("x-request-id", "req-trace-7f3a")
+        .json(&json!({ "validations": items }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 202);
+    let batch: Value = r.json().await.expect("json");
+    let batch_id = batch["batch_id"].as_str().expect("id").to_string();
+    let done = app.wait_for_batch(&batch_id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let worker_metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("worker metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_has(
+        &worker_metrics,
+        &[
+            r#"lucid_jobs_started_total{queue="poot-validation"}"#,
+            r#"lucid_jobs_succeeded_total{queue="poot-validation"}"#,
+            r#"lucid_job_duration_seconds_bucket{queue="poot-validation""#,
+            r#"lucid_job_queue_wait_seconds_bucket{queue="poot-validation""#,
+            r#"lucid_batch_items_total{kind="poot.validate_chunk",outcome="succeeded"} 20"#,
+            r#"lucid_store_call_duration_seconds_bucket{store="mongodb""#,
+            r#"lucid_store_call_duration_seconds_bucket{store="redis",op="fetch""#,
+            r#"lucid_queue_jobs{queue="poot-validation",state="dead"} 0"#,
+            "lucid_workers_live 1",
+        ],
+        "the worker's",
+    );
+    let api_metrics = app.get("/metrics").await.text().await.expect("text");
+    assert_has(
+        &api_metrics,
+        &[
+            r#"lucid_http_requests_total{method="POST",route="/api/v1/nodes/poot/batch-validate",status="202"} 1"#,
+            r#"lucid_http_request_duration_seconds_bucket{method="GET",route="/api/v1/batches/{batch_id}""#,
+            r#"lucid_jobs_enqueued_total{queue="poot-validation"} 1"#,
+        ],
+        "the API's",
+    );
+
+    let pid = child.id().expect("pid").to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("worker exits")
+        .expect("output");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = logs
+        .lines()
+        .find(|l| l.contains("batch finished"))
+        .unwrap_or_else(|| panic!("no 'batch finished' line in:\n{logs}"));
+    assert!(
+        line.contains("req-trace-7f3a"),
+        "the job's log line carries the request id: {line}"
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_is_valid_json_and_uses_only_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("deploy/grafana/dashboards/lucid.json"))
+        .expect("dashboard");
+    let dash: Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(dash["uid"], "lucid-platform");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        assert_eq!(panel["datasource"]["uid"], "lucid-prometheus", "{panel}");
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(i) = rest.find("lucid_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in &names {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            lucid_jobs::metrics::ALL.contains(&base),
+            "the dashboard uses {name}, which no process exports"
+        );
+    }
+    let provisioning =
+        std::fs::read_to_string(root.join("deploy/grafana/provisioning/dashboards/lucid.yml"))
+            .expect("provider");
+    assert!(provisioning.contains("/var/lib/grafana/dashboards"));
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).expect("compose");
+    assert!(compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards"));
+}
