@@ -52,9 +52,12 @@ pub async fn timeout(limit: Duration, req: Request, next: Next) -> Response {
 /// its UI load).
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let docs = req.uri().path().starts_with("/docs");
+    let dashboard = req.uri().path().starts_with("/dashboard");
     let mut r = next.run(req).await;
     let h = r.headers_mut();
-    let csp = if docs {
+    let csp = if dashboard {
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+    } else if docs {
         "default-src 'self' https://cdn.jsdelivr.net; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data:; frame-ancestors 'none'"
     } else {
         "default-src 'none'; frame-ancestors 'none'"

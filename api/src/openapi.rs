@@ -18,6 +18,7 @@ use crate::{error, routes, state::AppState};
         routes::ready,
         routes::metrics,
         routes::batch_validate,
+        routes::list_batches,
         routes::get_batch,
         routes::list_items,
         routes::cancel_batch,

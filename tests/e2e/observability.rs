@@ -156,3 +156,65 @@ fn the_grafana_dashboard_is_valid_json_and_uses_only_exported_metrics() {
     let compose = std::fs::read_to_string(root.join("docker-compose.yml")).expect("compose");
     assert!(compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards"));
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_token_and_lists_batches_newest_first() {
+    let app = spawn_app_with(test_settings(), 0).await;
+    let r = reqwest::get(format!("{}/dashboard", app.address))
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        r.text()
+            .await
+            .expect("html")
+            .contains(r#"<script src="/dashboard/app.js">"#)
+    );
+    let js = reqwest::get(format!("{}/dashboard/app.js", app.address))
+        .await
+        .expect("script");
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        js.text()
+            .await
+            .expect("js")
+            .contains("/api/v1/batches?page_size=10")
+    );
+
+    app.insert_nodes(&["node_l".to_string()]).await;
+    let first = app
+        .submit_batch(&json!({ "validations": [ItemBuilder::new("node_l").build()] }))
+        .await;
+    let second = app
+        .submit_batch(&json!({ "validations": [ItemBuilder::new("node_l").build()] }))
+        .await;
+    let v = app.get_json("/api/v1/batches?page_size=10", 200).await;
+    assert_eq!(v["total"], 2, "{v}");
+    assert_eq!(
+        (
+            v["items"][0]["batch_id"].as_str(),
+            v["items"][1]["batch_id"].as_str()
+        ),
+        (Some(second.as_str()), Some(first.as_str()))
+    );
+    assert_eq!(v["items"][0]["progress"], 0.0, "no worker runs: {v}");
+    let anonymous = reqwest::get(format!("{}/api/v1/batches", app.address))
+        .await
+        .expect("list");
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the page is public, its data is not"
+    );
+}

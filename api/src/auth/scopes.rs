@@ -60,7 +60,9 @@ pub fn required(method: &Method, path: &str, metrics_public: bool) -> Option<Acc
         Some(r) => r,
         None => {
             return match path {
-                "/health" | "/ready" | "/openapi.json" => Some(Public),
+                "/health" | "/ready" | "/openapi.json" | "/dashboard" | "/dashboard/app.js" => {
+                    Some(Public)
+                }
                 p if p == "/docs" || p.starts_with("/docs/") => Some(Public),
                 "/metrics" if metrics_public => Some(Public),
                 "/metrics" => Some(AnyOf(&["queue:read"])),

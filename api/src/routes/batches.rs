@@ -123,6 +123,41 @@ async fn load(state: &AppState, batch_id: &str) -> Result<BatchRecord, ApiError>
         .ok_or_else(|| ApiError::not_found(codes::NOT_FOUND, format!("batch {batch_id} not found")))
 }
 
+/// A page of batches.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchPage {
+    /// Batches, newest first.
+    pub items: Vec<BatchView>,
+    /// Page.
+    pub page: u64,
+    /// Page size.
+    pub page_size: u64,
+    /// All batches.
+    pub total: u64,
+}
+
+/// Recent batches of every kind, newest first, with their counts and progress.
+#[utoipa::path(get, path = "/api/v1/batches", tag = "batches", params(Pagination),
+    responses((status = 200, body = BatchPage), (status = 422, body = ErrorEnvelope)))]
+#[tracing::instrument(skip(state))]
+pub async fn list_batches(
+    State(state): State<AppState>,
+    ValidQuery(p): ValidQuery<Pagination>,
+) -> Result<Json<BatchPage>, ApiError> {
+    let (page, page_size) = p.resolve()?;
+    let (total, records) = state.jobs.batches.list(page, page_size).await?;
+    let mut items = Vec::with_capacity(records.len());
+    for r in &records {
+        items.push(state.jobs.batches.view(r).await?);
+    }
+    Ok(Json(BatchPage {
+        items,
+        page,
+        page_size,
+        total,
+    }))
+}
+
 /// A batch's status, counts and progress.
 #[utoipa::path(get, path = "/api/v1/batches/{batch_id}", tag = "batches",
     params(("batch_id" = String, Path)),

@@ -116,13 +116,16 @@ pub struct QueuesOut {
 #[tracing::instrument(skip(state))]
 pub async fn list_queues(State(state): State<AppState>) -> Result<Json<QueuesOut>, ApiError> {
     let mut queues = Vec::new();
+    let mut workers = state.jobs.queue.live_workers().await?;
     for q in ALL_QUEUES {
         queues.push(state.jobs.queue.counts(q).await?);
+        for (job, worker) in state.jobs.queue.running_jobs(q).await? {
+            if let Some(w) = workers.iter_mut().find(|w| w.name == worker) {
+                w.current_jobs.push(job);
+            }
+        }
     }
-    Ok(Json(QueuesOut {
-        queues,
-        workers: state.jobs.queue.live_workers().await?,
-    }))
+    Ok(Json(QueuesOut { queues, workers }))
 }
 
 /// A page of dead jobs.

@@ -40,7 +40,10 @@ pub fn routes() -> Router<AppState> {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/api/v1/batches", get(batches::list_batches))
         .route("/api/v1/batches/{batch_id}", get(batches::get_batch))
+        .route("/dashboard", get(dashboard))
+        .route("/dashboard/app.js", get(dashboard_js))
         .route("/api/v1/batches/{batch_id}/items", get(batches::list_items))
         .route(
             "/api/v1/batches/{batch_id}/cancel",
@@ -201,6 +204,19 @@ pub fn batch_routes() -> Router<AppState> {
     Router::new().route(
         "/api/v1/nodes/poot/batch-validate",
         post(batches::batch_validate),
+    )
+}
+
+/// `GET /dashboard`: the queue dashboard (its data calls use the operator's token).
+pub async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../dashboard/index.html"))
+}
+
+/// The dashboard's script.
+pub async fn dashboard_js() -> impl IntoResponse {
+    (
+        [("content-type", "text/javascript; charset=utf-8")],
+        include_str!("../dashboard/app.js"),
     )
 }
 

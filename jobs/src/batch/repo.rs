@@ -53,6 +53,22 @@ impl BatchRepo {
         crate::storage::insert_new(&self.batches, record).await
     }
 
+    /// A page of batches, newest first, and the total.
+    pub async fn list(
+        &self,
+        page: u64,
+        page_size: u64,
+    ) -> Result<(u64, Vec<BatchRecord>), StorageError> {
+        crate::storage::find_page(
+            &self.batches,
+            doc! {},
+            doc! { "created_at": -1, "_id": -1 },
+            page,
+            page_size,
+        )
+        .await
+    }
+
     /// A batch by id.
     pub async fn get(&self, batch_id: &str) -> Result<Option<BatchRecord>, StorageError> {
         Ok(self.batches.find_one(doc! { "_id": batch_id }).await?)

@@ -502,6 +502,10 @@ impl Queue {
             let queues: Option<String> = conn.get(self.key(&format!("worker:{name}"))).await?;
             if let Some(queues) = queues {
                 out.push(WorkerInfo {
+                    host: name
+                        .rsplit_once('-')
+                        .map_or_else(|| name.clone(), |(h, _)| h.to_string()),
+                    current_jobs: Vec::new(),
                     name,
                     last_seen: ms_to_rfc3339(&seen.to_string()).unwrap_or_default(),
                     queues: queues

@@ -212,6 +212,12 @@ pub struct WorkerInfo {
     pub last_seen: String,
     /// Queues it consumes.
     pub queues: Vec<String>,
+    /// Host it runs on (the name without its random suffix).
+    #[serde(default)]
+    pub host: String,
+    /// Jobs it is running now.
+    #[serde(default)]
+    pub current_jobs: Vec<String>,
 }
 
 /// Result of cancelling or retrying one job.
