@@ -139,7 +139,7 @@ async fn a_1000_payout_batch_with_10_percent_rail_failures_ends_with_exact_count
         .await
         .expect_error(409, "LUCID_ERR_4090");
 
-    let view = wait_batch(&app, batch_id, Duration::from_secs(300)).await;
+    let view = wait_batch(&app, batch_id, Duration::from_secs(420)).await;
     // A payout fails when all of its 1 + max_retries (3) rail calls fail.
     let ids: Vec<String> = (0..1000).map(|i| format!("pay_thousand_{i:04}")).collect();
     let expect_failed: Vec<&String> = ids
