@@ -45,6 +45,14 @@ fn secret(app: &TestApp) -> String {
         .to_string()
 }
 
+/// A client whose token is `sub`, tier authenticated, scope `node:read` only.
+fn node_reader(app: &TestApp, sub: &str) -> reqwest::Client {
+    authed_client(&mint(
+        &app.settings,
+        &Claims::new(sub, &["node:read"], Tier::Authenticated, 600),
+    ))
+}
+
 fn token_with(app: &TestApp, claims: &Value, header: Header) -> String {
     jsonwebtoken::encode(
         &header,
@@ -155,10 +163,7 @@ async fn every_bad_token_is_401_with_a_code_and_a_challenge() {
 #[tokio::test]
 async fn a_missing_scope_is_403_and_probes_and_docs_stay_public() {
     let app = spawn_app().await;
-    let reader = authed_client(&mint(
-        &app.settings,
-        &Claims::new("reader", &["node:read"], Tier::Authenticated, 600),
-    ));
+    let reader = node_reader(&app, "reader");
     assert_eq!(
         call(&app, &reader, Method::GET, "/api/v1/nodes/", None)
             .await
@@ -267,10 +272,7 @@ async fn rate_limits_answer_429_with_retry_after_and_are_shared_by_api_replicas(
     tokio::spawn(replica.run_until_stopped(stop.clone()));
     let _stop = stop.drop_guard();
 
-    let user = authed_client(&mint(
-        &app.settings,
-        &Claims::new("user-1", &["node:read"], Tier::Authenticated, 600),
-    ));
+    let user = node_reader(&app, "user-1");
     for i in 0..5 {
         let base = if i % 2 == 0 { &app.address } else { &other };
         let r = user
@@ -303,10 +305,7 @@ async fn rate_limits_answer_429_with_retry_after_and_are_shared_by_api_replicas(
     assert_eq!(body["error"]["code"], "LUCID_ERR_4291");
 
     // Another subject has its own bucket; anonymous callers are limited per IP.
-    let user2 = authed_client(&mint(
-        &app.settings,
-        &Claims::new("user-2", &["node:read"], Tier::Authenticated, 600),
-    ));
+    let user2 = node_reader(&app, "user-2");
     assert_eq!(
         call(&app, &user2, Method::GET, "/api/v1/nodes/", None)
             .await

@@ -250,10 +250,8 @@ pub async fn apply_and_notify(ctx: &JobContext, event_id: &str) -> anyhow::Resul
         anyhow::bail!("event {event_id} is still pending");
     }
     tracing::info!(%event_id, status = ?event.status, applied = event.applied_nodes.len(), missing = event.missing, "scaling event applied");
-    let pool = ctx
-        .db
-        .collection::<crate::storage::pools::PoolDoc>(crate::storage::collections::POOLS)
-        .find_one(doc! { "_id": &event.pool_id })
+    let pool = crate::storage::pools::PoolRepo::new(&ctx.db)
+        .get(&event.pool_id)
         .await
         .context("load pool")?;
     let Some(url) = pool.and_then(|p| p.webhook_url) else {
