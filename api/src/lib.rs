@@ -28,7 +28,7 @@ pub async fn cli_main() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    lucid_jobs::telemetry::init(&settings);
+    let _telemetry = lucid_jobs::telemetry::init(&settings, "lucid-api");
     let stop = lucid_jobs::shutdown::signal_token();
     let app = Application::build(settings).await?;
     tracing::info!(port = app.port(), "lucid-api listening");

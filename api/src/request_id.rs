@@ -24,6 +24,14 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         req.headers_mut().insert(HEADER, v);
     }
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    // A caller's W3C `traceparent` makes this request part of its trace.
+    if let Some(parent) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        lucid_jobs::telemetry::set_remote_parent(&span, parent);
+    }
     let mut response = lucid_jobs::telemetry::with_request_id(
         id.clone(),
         tracing::Instrument::instrument(next.run(req), span),

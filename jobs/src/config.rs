@@ -88,6 +88,10 @@ pub struct Settings {
     pub log_level: String,
     /// `LUCID_LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
+    /// `LUCID_OTLP_ENDPOINT`: base URL of an OpenTelemetry collector
+    /// (`http://otel-collector:4318`); when set, spans are exported to
+    /// `{endpoint}/v1/traces` over OTLP/HTTP. Unset (the default): no export.
+    pub otlp_endpoint: Option<String>,
     /// `LUCID_JWT_SECRET`: HS256 signing secret of API tokens, at least 32
     /// bytes; required unless `LUCID_DEV_MODE` or an RS256 public key is set.
     pub jwt_secret: Option<SecretString>,
@@ -169,6 +173,7 @@ impl Default for Settings {
             postgres_url: "postgres://postgres@127.0.0.1:5432/lucid".into(),
             log_level: "info".into(),
             log_format: LogFormat::Pretty,
+            otlp_endpoint: None,
             jwt_secret: None,
             jwt_public_key_file: None,
             dev_mode: false,
@@ -208,13 +213,16 @@ impl Settings {
         if let Ok(path) = std::env::var("LUCID_CONFIG_FILE") {
             figment = figment.merge(Toml::file_exact(path));
         }
-        let settings: Settings = figment
+        let mut settings: Settings = figment
             .merge(Env::prefixed("LUCID_").ignore(&["config_file"]).split("__"))
             .extract()
             .map_err(|e| {
                 let var = format!("LUCID_{}", e.path.join("__").to_uppercase());
                 ConfigError::Parse(format!("{var}: {}", e.kind))
             })?;
+        // An empty LUCID_OTLP_ENDPOINT (e.g. `${LUCID_OTLP_ENDPOINT:-}` in
+        // docker-compose) means no export.
+        settings.otlp_endpoint = settings.otlp_endpoint.filter(|e| !e.trim().is_empty());
         settings.validate()?;
         Ok(settings)
     }
@@ -245,6 +253,14 @@ impl Settings {
         }
         if !scheme_ok(&self.postgres_url, &["postgres://", "postgresql://"]) {
             return Err(invalid("LUCID_POSTGRES_URL", "must start with postgres://"));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "LUCID_OTLP_ENDPOINT",
+                "must start with http:// or https:// (the collector's OTLP/HTTP address)",
+            ));
         }
         if self.database_name.is_empty() || self.database_name.contains(['/', '.', ' ', '$']) {
             return Err(invalid(
@@ -520,6 +536,23 @@ mod tests {
             jail.set_env("LUCID_POOT__WINDOW_SECONDS", "lots");
             let err = Settings::load().unwrap_err().to_string();
             assert!(err.contains("LUCID_POOT__WINDOW_SECONDS"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_otlp_endpoint_means_no_export_and_a_bad_one_names_its_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LUCID_OTLP_ENDPOINT", "");
+            assert_eq!(Settings::load().expect("loads").otlp_endpoint, None);
+            jail.set_env("LUCID_OTLP_ENDPOINT", "http://collector:4318");
+            assert_eq!(
+                Settings::load().expect("loads").otlp_endpoint.as_deref(),
+                Some("http://collector:4318")
+            );
+            jail.set_env("LUCID_OTLP_ENDPOINT", "collector:4317");
+            let err = Settings::load().unwrap_err().to_string();
+            assert!(err.contains("LUCID_OTLP_ENDPOINT"), "{err}");
             Ok(())
         });
     }

@@ -2,9 +2,16 @@
 //! `metrics-exporter-prometheus` recorder): every name the platform exports,
 //! and the recorder each process installs once.
 
-use std::sync::OnceLock;
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Mutex, OnceLock},
+};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rust_decimal::Decimal;
+
+use crate::domain::payout::Currency;
 
 /// HTTP requests by method, route template and status (counter).
 pub const HTTP_REQUESTS: &str = "lucid_http_requests_total";
@@ -34,9 +41,13 @@ pub const WORKERS_LIVE: &str = "lucid_workers_live";
 pub const BATCH_ITEMS: &str = "lucid_batch_items_total";
 /// Payouts settled, by currency (counter).
 pub const PAYOUTS_SETTLED: &str = "lucid_payouts_settled_total";
-/// Amount settled since the process started, by currency (a gauge that only
-/// grows: the `metrics` counters take whole numbers only).
-pub const PAYOUT_AMOUNT_SETTLED: &str = "lucid_payout_settled_amount";
+/// Amount settled by this process since it started, by currency (counter,
+/// written as the exact decimal; see [`record_settled`]).
+pub const PAYOUT_AMOUNT_SETTLED: &str = "lucid_payout_settled_amount_total";
+/// The same USDT amount in a label-free gauge, as the exact decimal.
+pub const PAYOUT_AMOUNT_SETTLED_USDT: &str = "lucid_payout_settled_amount_usdt";
+/// The same LUCID amount in a label-free gauge, as the exact decimal.
+pub const PAYOUT_AMOUNT_SETTLED_LUCID: &str = "lucid_payout_settled_amount_lucid";
 /// Requests refused by the rate limiter, by bucket (counter).
 pub const RATE_LIMIT_REJECTIONS: &str = "lucid_rate_limit_rejections_total";
 /// Latency of MongoDB, Redis and PostgreSQL calls, by store and operation (histogram, seconds).
@@ -61,6 +72,8 @@ pub const ALL: &[&str] = &[
     BATCH_ITEMS,
     PAYOUTS_SETTLED,
     PAYOUT_AMOUNT_SETTLED,
+    PAYOUT_AMOUNT_SETTLED_USDT,
+    PAYOUT_AMOUNT_SETTLED_LUCID,
     RATE_LIMIT_REJECTIONS,
     STORE_CALL_DURATION,
     SCHEDULE_FIRES,
@@ -116,5 +129,53 @@ pub async fn render(queue: &crate::queue::Queue) -> String {
     if let Ok(w) = queue.live_workers().await {
         metrics::gauge!(WORKERS_LIVE).set(w.len() as f64);
     }
-    install().render()
+    let mut text = install().render();
+    text.push_str(&settled_exposition());
+    text
+}
+
+/// Amounts settled by this process, per currency, kept as exact decimals:
+/// the `metrics` recorder stores `f64` (0.1 + 0.2 ≠ 0.3) and its counters
+/// take whole numbers only, so these are written into the exposition by hand.
+fn settled() -> &'static Mutex<BTreeMap<Currency, Decimal>> {
+    static SETTLED: OnceLock<Mutex<BTreeMap<Currency, Decimal>>> = OnceLock::new();
+    SETTLED.get_or_init(|| Mutex::new(Currency::ALL.map(|c| (c, Decimal::ZERO)).into()))
+}
+
+/// Adds one settled payout's amount to this process's exact totals.
+pub fn record_settled(currency: Currency, amount: Decimal) {
+    let mut totals = settled().lock().unwrap_or_else(|e| e.into_inner());
+    *totals.entry(currency).or_default() += amount;
+}
+
+/// The settled totals in Prometheus text: a counter by currency, and one
+/// label-free gauge per currency, each value written as the exact decimal.
+fn settled_exposition() -> String {
+    let totals = settled().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP {PAYOUT_AMOUNT_SETTLED} Amount settled by this process since it started, by currency (exact decimal)."
+    );
+    let _ = writeln!(out, "# TYPE {PAYOUT_AMOUNT_SETTLED} counter");
+    for (currency, amount) in &totals {
+        let _ = writeln!(
+            out,
+            "{PAYOUT_AMOUNT_SETTLED}{{currency=\"{currency}\"}} {}",
+            amount.normalize()
+        );
+    }
+    for (currency, name) in [
+        (Currency::Usdt, PAYOUT_AMOUNT_SETTLED_USDT),
+        (Currency::Lucid, PAYOUT_AMOUNT_SETTLED_LUCID),
+    ] {
+        let amount = totals.get(&currency).copied().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP {name} {currency} settled by this process since it started (exact decimal)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", amount.normalize());
+    }
+    out
 }

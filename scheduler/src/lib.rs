@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// `lucid-scheduler`'s `main`: configuration, telemetry, signals, run.
 pub async fn cli_main() -> anyhow::Result<()> {
     let settings = Settings::load().context("load configuration")?;
-    lucid_jobs::telemetry::init(&settings);
+    let _telemetry = lucid_jobs::telemetry::init(&settings, "lucid-scheduler");
     let stop = lucid_jobs::shutdown::signal_token();
     let app = Application::build(settings).await?;
     tracing::info!(replica = %app.replica, "scheduler started");

@@ -74,7 +74,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the API with `settings` and `workers` in-process worker applications.
 pub async fn spawn_app_with(settings: Settings, workers: usize) -> TestApp {
-    lucid_jobs::telemetry::init(&settings);
+    let _ = lucid_jobs::telemetry::init(&settings, "lucid-e2e");
     let stop = CancellationToken::new();
     let api = Application::build(settings.clone())
         .await

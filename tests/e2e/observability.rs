@@ -1,11 +1,18 @@
-//! Metrics after a real batch, the Grafana dashboard's metric names, and the
-//! submitting request's id in the worker's logs.
+//! Metrics after a real batch, exact payout amounts, the Grafana dashboard's
+//! metric names, the submitting request's id in the worker's logs, and the
+//! OTLP trace export ([`otlp`]).
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ItemBuilder, TestApp, spawn_app_with, test_settings};
+use crate::{
+    helpers::{ItemBuilder, NodeBuilder, TestApp, eventually, spawn_app_with, test_settings},
+    payouts_api::{evm_address, tron_address},
+};
+
+mod otlp;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -216,5 +223,55 @@ async fn the_dashboard_is_served_without_a_token_and_lists_batches_newest_first(
         anonymous.status(),
         401,
         "the page is public, its data is not"
+    );
+}
+
+#[tokio::test]
+async fn settled_payout_amounts_are_exported_as_exact_decimals_per_currency() {
+    let app = spawn_app_with(test_settings(), 0).await;
+    let port = free_port();
+    let _child = worker(&app, port);
+    let node = NodeBuilder::new().id("node_metrics_pay").build();
+    app.api_call(Method::POST, "/api/v1/nodes/", Some(&node))
+        .await
+        .expect(201, "create node");
+    // Sums a float cannot hold: 1.1 + 2.2 and 18-decimal LUCID amounts.
+    let bodies = [
+        json!({ "amount": "1.1", "currency": "USDT", "wallet_address": tron_address() }),
+        json!({ "amount": "2.2", "currency": "USDT", "wallet_address": tron_address() }),
+        json!({ "amount": "1.000000000000000001", "currency": "LUCID", "wallet_address": evm_address() }),
+        json!({ "amount": "2", "currency": "LUCID", "wallet_address": evm_address() }),
+    ];
+    for body in &bodies {
+        app.api_call(
+            Method::POST,
+            "/api/v1/nodes/node_metrics_pay/payouts",
+            Some(body),
+        )
+        .await
+        .expect(201, "create payout");
+    }
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = eventually(Duration::from_secs(60), "4 payouts settled", || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let settled = |c: &str| {
+            text.contains(&format!(
+                r#"lucid_payouts_settled_total{{currency="{c}"}} 2"#
+            ))
+        };
+        (settled("USDT") && settled("LUCID")).then_some(text)
+    })
+    .await;
+    assert_has(
+        &text,
+        &[
+            "# TYPE lucid_payout_settled_amount_total counter",
+            "lucid_payout_settled_amount_total{currency=\"USDT\"} 3.3\n",
+            "lucid_payout_settled_amount_total{currency=\"LUCID\"} 3.000000000000000001\n",
+            "# TYPE lucid_payout_settled_amount_usdt gauge",
+            "lucid_payout_settled_amount_usdt 3.3\n",
+            "lucid_payout_settled_amount_lucid 3.000000000000000001\n",
+        ],
+        "the worker's",
     );
 }

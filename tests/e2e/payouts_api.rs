@@ -19,14 +19,14 @@ use serde_json::{Value, json};
 use crate::helpers::{NodeBuilder, Reply, TestApp, eventually, spawn_app_with, test_settings};
 
 /// A valid TRON address (base58check of 0x41 + 20 random bytes).
-fn tron_address() -> String {
+pub(crate) fn tron_address() -> String {
     let mut bytes = vec![0x41u8];
     bytes.extend(rand::random::<[u8; 20]>());
     bs58::encode(bytes).with_check().into_string()
 }
 
 /// A valid lowercase EVM address.
-fn evm_address() -> String {
+pub(crate) fn evm_address() -> String {
     format!("0x{}", hex::encode(rand::random::<[u8; 20]>()))
 }
 

@@ -1,4 +1,5 @@
-//! A tiny webhook receiver for callback and scaling-webhook tests.
+//! A tiny HTTP receiver for callback and scaling-webhook tests, and for the
+//! OTLP trace export test.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub method: String,
+    pub path: String,
     pub idempotency_key: Option<String>,
     pub content_type: Option<String>,
     pub body: Value,
+    /// The body's bytes (for non-JSON bodies such as OTLP protobuf).
+    pub raw: Vec<u8>,
 }
 
 /// A tiny HTTP/1.1 receiver on 127.0.0.1:0 that records every request and
@@ -55,6 +59,11 @@ impl Receiver {
         }
     }
 
+    /// `http://127.0.0.1:PORT`, without the hook path.
+    pub fn base_url(&self) -> &str {
+        self.url.trim_end_matches("/hooks/batch-done")
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
     }
@@ -79,11 +88,9 @@ async fn serve_one(
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let method = lines
-        .next()
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or_default()
-        .to_string();
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_string();
+    let path = request_line.next().unwrap_or_default().to_string();
     let mut header = std::collections::HashMap::new();
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
@@ -102,14 +109,17 @@ async fn serve_one(
         buf.extend_from_slice(&chunk[..n]);
     }
     let body_end = (head_end + len).min(buf.len());
-    let body = serde_json::from_slice(&buf[head_end..body_end]).unwrap_or(Value::Null);
+    let raw = buf[head_end..body_end].to_vec();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let n = {
         let mut log = log.lock().expect("lock");
         log.push(Received {
             method,
+            path,
             idempotency_key: header.get("idempotency-key").cloned(),
             content_type: header.get("content-type").cloned(),
             body,
+            raw,
         });
         log.len()
     };

@@ -16,7 +16,7 @@ pub async fn cli_main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         return health::probe(settings.worker_health_port).await;
     }
-    lucid_jobs::telemetry::init(&settings);
+    let _telemetry = lucid_jobs::telemetry::init(&settings, "lucid-worker");
     let stop = lucid_jobs::shutdown::signal_token();
     let app = Application::build(settings).await?;
     tracing::info!(worker = %app.worker_name(), health_port = app.health_port(), "worker started");

@@ -146,12 +146,9 @@ async fn settle(ctx: &JobContext, p: &PayoutDoc, tx_hash: &str) -> anyhow::Resul
         .await
         .context("ledger settle")?;
     if posted {
-        let currency = p.currency.to_string();
-        metrics::counter!(crate::metrics::PAYOUTS_SETTLED, "currency" => currency.clone())
+        metrics::counter!(crate::metrics::PAYOUTS_SETTLED, "currency" => p.currency.to_string())
             .increment(1);
-        let amount = rust_decimal::prelude::ToPrimitive::to_f64(&p.amount).unwrap_or(0.0);
-        metrics::gauge!(crate::metrics::PAYOUT_AMOUNT_SETTLED, "currency" => currency)
-            .increment(amount);
+        crate::metrics::record_settled(p.currency, p.amount);
     }
     ctx.payouts
         .complete(p, tx_hash)

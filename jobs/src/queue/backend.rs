@@ -40,6 +40,8 @@ pub struct JobLease {
     pub kind: String,
     /// Request id of the API call that enqueued the job (empty if none).
     pub request_id: String,
+    /// W3C `traceparent` of the span that enqueued the job (may be empty).
+    pub trace_parent: String,
     token: String,
 }
 
@@ -198,6 +200,7 @@ impl<Args: DeserializeOwned + Send + Sync + 'static> RedisBackend<Args> {
                     max_attempts: job.max_attempts,
                     kind: job.kind.clone(),
                     request_id: job.request_id.clone(),
+                    trace_parent: job.trace_parent.clone(),
                     token: job.token.clone(),
                 };
                 let queue = self.queue_name.clone();
@@ -382,10 +385,12 @@ where
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.data().get::<JobLease>().cloned();
         // Every log line of the attempt carries the job and the request id
-        // of the API call that enqueued it.
+        // of the API call that enqueued it; its span continues that call's trace.
         let span = match &lease {
             Some(l) => {
-                tracing::info_span!("job", queue = %self.layer.queue_name, job_id = %l.job_id, attempt = l.attempt, request_id = %l.request_id)
+                let span = tracing::info_span!("job", queue = %self.layer.queue_name, job_id = %l.job_id, attempt = l.attempt, request_id = %l.request_id);
+                crate::telemetry::set_remote_parent(&span, &l.trace_parent);
+                span
             }
             None => tracing::info_span!("job", queue = %self.layer.queue_name),
         };
@@ -423,6 +428,7 @@ impl AckLayer {
             payload: String::new(),
             waited_ms: 0,
             request_id: lease.request_id.clone(),
+            trace_parent: lease.trace_parent.clone(),
         };
         let queue = self.queue_name.clone();
         match &outcome {

@@ -138,7 +138,8 @@ impl Queue {
                     .arg(&jp)
                     .arg(queue)
                     .arg(&wake)
-                    .arg(crate::telemetry::current_request_id());
+                    .arg(crate::telemetry::current_request_id())
+                    .arg(crate::telemetry::current_trace_parent());
                 for job in chunk {
                     let id = job
                         .options
@@ -209,7 +210,17 @@ impl Queue {
         crate::metrics::store_call("redis", "fetch", started.elapsed());
         rows.into_iter()
             .map(|r| {
-                let [id, token, attempt, max, kind, payload, waited, request_id]: [String; 8] = r
+                let [
+                    id,
+                    token,
+                    attempt,
+                    max,
+                    kind,
+                    payload,
+                    waited,
+                    request_id,
+                    trace_parent,
+                ]: [String; 9] = r
                     .try_into()
                     .map_err(|_| QueueError::Corrupt("fetch row".into()))?;
                 Ok(LeasedJob {
@@ -221,6 +232,7 @@ impl Queue {
                     payload,
                     waited_ms: waited.parse().unwrap_or(0),
                     request_id,
+                    trace_parent,
                 })
             })
             .collect()

@@ -58,7 +58,7 @@ fn script(body: &str) -> Script {
 }
 
 /// KEYS: ready, scheduled, seq. ARGV: job prefix, queue, wake channel,
-/// request id, then groups of (id, kind, payload, max_attempts, band,
+/// request id, traceparent, then groups of (id, kind, payload, max_attempts, band,
 /// delay_ms, batch_id).
 /// Returns how many jobs were new (an existing id is left untouched).
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
@@ -68,7 +68,7 @@ local now = now_ms()
 local jp = ARGV[1]
 local created = 0
 local ready = 0
-for i = 5, #ARGV, 7 do
+for i = 6, #ARGV, 7 do
   local id = ARGV[i]
   local k = jp .. id
   if redis.call('EXISTS', k) == 0 then
@@ -78,7 +78,7 @@ for i = 5, #ARGV, 7 do
     local rscore = band * 1000000000000 + seq
     redis.call('HSET', k, 'id', id, 'queue', ARGV[2], 'kind', ARGV[i + 1], 'payload', ARGV[i + 2],
       'max_attempts', ARGV[i + 3], 'band', band, 'rscore', rscore, 'attempts', 0,
-      'created_at', now, 'batch_id', ARGV[i + 6], 'request_id', ARGV[4])
+      'created_at', now, 'batch_id', ARGV[i + 6], 'request_id', ARGV[4], 'traceparent', ARGV[5])
     if delay > 0 then
       redis.call('HSET', k, 'status', 'scheduled', 'run_at', now + delay)
       redis.call('ZADD', KEYS[2], now + delay, id)
@@ -98,7 +98,8 @@ return created
 
 /// KEYS: ready, scheduled, inflight, dead, token seq. ARGV: job prefix, n,
 /// lease_ms, worker, retention_s. Returns up to n leased jobs as
-/// {id, token, attempt, max_attempts, kind, payload, ms since enqueue, request id}.
+/// {id, token, attempt, max_attempts, kind, payload, ms since enqueue, request id,
+/// traceparent}.
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -110,14 +111,15 @@ local out = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local k = jp .. id
-  local st = redis.call('HMGET', k, 'kind', 'payload', 'max_attempts', 'created_at', 'request_id')
+  local st = redis.call('HMGET', k, 'kind', 'payload', 'max_attempts', 'created_at', 'request_id',
+    'traceparent')
   if st[2] then
     local token = tostring(redis.call('INCR', KEYS[5]))
     local attempt = redis.call('HINCRBY', k, 'attempts', 1)
     redis.call('HSET', k, 'status', 'running', 'worker', ARGV[4], 'started_at', now, 'token', token)
     redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), id)
     out[#out + 1] = {id, token, tostring(attempt), st[3], st[1], st[2],
-      tostring(now - tonumber(st[4] or now)), st[5] or ''}
+      tostring(now - tonumber(st[4] or now)), st[5] or '', st[6] or ''}
   end
 end
 return out

@@ -171,6 +171,9 @@ pub struct LeasedJob {
     pub waited_ms: u64,
     /// Request id of the API call that enqueued it (empty if none).
     pub request_id: String,
+    /// W3C `traceparent` of the span that enqueued it (empty when traces
+    /// are not exported).
+    pub trace_parent: String,
 }
 
 /// What happened to a failed attempt.
