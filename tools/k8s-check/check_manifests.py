@@ -70,15 +70,15 @@ REDIS_TRIGGER_METADATA = {
     "unsafeSsl", "addressFromEnv", "hostFromEnv", "portFromEnv", "usernameFromEnv",
     "passwordFromEnv",
 }
-# A resource quantity (k8s.io/apimachinery/pkg/api/resource): the JSON
-# schemas only say "string or number".
-QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
-SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
-          "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 REDIS_AUTH_PARAMS = {
     "address", "addresses", "host", "hosts", "port", "ports", "username", "password",
     "tls", "ca", "cert", "key", "keyPassword",
 }
+# A resource quantity (k8s.io/apimachinery/pkg/api/resource): the JSON
+# schemas only say "string or number".
+QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+          "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
 
 class Checker:
@@ -324,7 +324,7 @@ def quantity(value: Any) -> float | None:
     if not m:
         return None
     number, suffix = m.group(1), m.group(2) or ""
-    if suffix[:1] in "eE" and suffix:
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:  # an exponent, not the E (exa) suffix
         return float(number + suffix)
     return float(number) * SUFFIX[suffix]
 
