@@ -20,8 +20,9 @@ const PAYOUTS: usize = 1_000;
 const WORKERS: usize = 3;
 /// Time between two kills.
 const KILL_EVERY: Duration = Duration::from_secs(3);
-/// Bound of the whole run.
-const DEADLINE: Duration = Duration::from_secs(600);
+/// Bound of the whole run (measured: 250 s on 2 loaded cores; nextest kills
+/// the test at 480 s).
+const DEADLINE: Duration = Duration::from_secs(420);
 
 /// Whether a worker holds a running job of a queue.
 async fn holds_jobs(app: &TestApp, worker: &str) -> bool {
