@@ -9,6 +9,9 @@ mod observability;
 mod payouts_api;
 mod pools_api;
 mod poot_api;
+// `start_worker!` (in-process workers with closure handlers) is used by `chaos`,
+// declared after it.
+#[macro_use]
 mod queue_guarantees;
 mod receiver;
 mod resources_api;
@@ -16,3 +19,5 @@ mod scaling_api;
 mod scheduler;
 mod security;
 mod worker_kill;
+// After `queue_guarantees`, whose `start_worker!` it uses.
+mod chaos;

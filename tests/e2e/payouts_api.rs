@@ -3,7 +3,7 @@
 //! listings, stats and the queue view. Batches, failures, the cancel race
 //! and a killed worker are in [`batch`].
 
-mod batch;
+pub(crate) mod batch;
 mod earnings;
 
 use std::time::Duration;

@@ -119,13 +119,13 @@ pub(crate) async fn job_context(settings: &Settings) -> JobContext {
 /// Workers of one test, each on its own thread with its own Tokio runtime
 /// and its own Redis and MongoDB connections, as separate processes would
 /// have. Dropping this stops them.
-struct Workers {
-    stop: CancellationToken,
-    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+pub(crate) struct Workers {
+    pub(crate) stop: CancellationToken,
+    pub(crate) threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Workers {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             stop: CancellationToken::new(),
             threads: Vec::new(),
@@ -133,7 +133,7 @@ impl Workers {
     }
 
     /// Stops every worker, waits for them and asserts none of them failed.
-    async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.stop.cancel();
         let threads = std::mem::take(&mut self.threads);
         let results = tokio::task::spawn_blocking(move || {

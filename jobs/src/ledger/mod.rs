@@ -31,6 +31,32 @@ pub enum LedgerError {
     Invalid(String),
 }
 
+impl LedgerError {
+    /// Whether PostgreSQL could not be reached or dropped the connection
+    /// (down, restarting, failing over): the same call succeeds once it is
+    /// back, so callers wait instead of failing the work for good.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Database(e) if is_connection_error(e))
+    }
+}
+
+/// Whether `e` means the database was unreachable rather than that it
+/// refused the statement: I/O and TLS errors, a pool that could not open a
+/// connection in time, and the SQLSTATE classes 08 (connection exception)
+/// and 57P (operator intervention: shutdown, crash, cannot connect now).
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// Kinds of account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

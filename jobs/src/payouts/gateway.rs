@@ -29,9 +29,18 @@ pub enum GatewayError {
     /// The rail refused or failed this call; another call may succeed.
     #[error("rail refused the transfer: {0}")]
     Refused(String),
-    /// The rail's own storage failed.
+    /// The rail could not be reached or its own storage failed: the call
+    /// did not happen (or is idempotent), so it is no rail failure and does
+    /// not count as one of the payout's retries.
     #[error("rail unavailable: {0}")]
     Unavailable(String),
+}
+
+impl GatewayError {
+    /// Whether the rail was unreachable (see [`GatewayError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 /// A payment rail. Both calls must be idempotent by payout id, like a real

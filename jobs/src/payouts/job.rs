@@ -9,8 +9,13 @@
 //! A rail failure counts one retry (once per queue attempt) and is retried
 //! with the queue's backoff; after `max_retries` retries the payout fails:
 //! unless the rail says it did pay after all, the reservation is reversed.
+//!
+//! An unreachable store (PostgreSQL down or restarting, the rail
+//! unreachable) is no rail failure: the step is retried in place for up to
+//! [`OUTAGE_WAIT`] (the payout waits in `processing`, its lease kept alive),
+//! then the job goes back to the queue. It never fails the payout.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -23,6 +28,52 @@ use crate::{
 
 /// Stable job name.
 pub const JOB_NAME: &str = "payouts.process";
+
+/// How long one attempt waits out an unreachable store before giving the
+/// job back to the queue (which retries it with backoff, without touching
+/// the payout's rail retries).
+pub const OUTAGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Longest pause between two tries of a step while a store is unreachable.
+const OUTAGE_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// Runs `op` until it succeeds, fails for another reason than `unavailable`,
+/// or [`OUTAGE_WAIT`] has passed, pausing with the queue's backoff (at most
+/// [`OUTAGE_POLL_MAX`]) between tries. Every step it wraps is idempotent
+/// (ledger entries are keyed, the rail dedups by payout id).
+async fn through_outage<T, E, F, Fut>(
+    ctx: &JobContext,
+    step: &'static str,
+    unavailable: fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = std::time::Instant::now();
+    let mut tries = 0u32;
+    loop {
+        match op().await {
+            Err(e) if unavailable(&e) && started.elapsed() < OUTAGE_WAIT => {
+                tries += 1;
+                let pause = ctx.queue.config().backoff(tries).min(OUTAGE_POLL_MAX);
+                tracing::warn!(step, error = %e, ?pause, "store unavailable; the payout waits");
+                tokio::time::sleep(pause).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+fn ledger_down(e: &crate::ledger::LedgerError) -> bool {
+    e.is_unavailable()
+}
+
+fn rail_down(e: &super::gateway::GatewayError) -> bool {
+    e.is_unavailable()
+}
 
 /// Payload of a `payouts` job. Versioned: jobs queued before a deploy still parse.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,10 +137,12 @@ pub async fn process_payout(
         tracing::info!(%payout_id, "payout is final or cancelled; nothing to do");
         return Ok(());
     };
-    ctx.ledger
-        .post(&p.reserve_entry())
-        .await
-        .context("ledger reserve")?;
+    let reserve = p.reserve_entry();
+    through_outage(ctx, "ledger reserve", ledger_down, || {
+        ctx.ledger.post(&reserve)
+    })
+    .await
+    .context("ledger reserve")?;
     let transfer = Transfer {
         payout_id: p.payout_id.clone(),
         currency: p.currency,
@@ -97,13 +150,21 @@ pub async fn process_payout(
         amount: p.net,
     };
     let timeout = Duration::from_millis(ctx.settings.payouts.rail_timeout_ms);
-    let sent = match tokio::time::timeout(timeout, ctx.gateway.send(&transfer)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("rail call timed out after {timeout:?}")),
-    };
+    let sent = through_outage(ctx, "rail", rail_down, || async {
+        match tokio::time::timeout(timeout, ctx.gateway.send(&transfer)).await {
+            Ok(r) => r,
+            Err(_) => Err(super::gateway::GatewayError::Refused(format!(
+                "rail call timed out after {timeout:?}"
+            ))),
+        }
+    })
+    .await;
     match sent {
         Ok(tx_hash) => settle(ctx, &p, &tx_hash).await,
+        // Still unreachable: back to the queue, not one of the rail retries.
+        Err(e) if e.is_unavailable() => Err(e).context("rail unavailable"),
         Err(error) if p.retry_count < p.max_retries => {
+            let error = error.to_string();
             tracing::warn!(%payout_id, rail = ctx.gateway.name(), %error, retry = p.retry_count + 1, "rail failed; will retry");
             ctx.payouts
                 .record_failure(&p, lease.attempt, &error)
@@ -116,19 +177,22 @@ pub async fn process_payout(
             )
         }
         Err(error) => {
+            let error = error.to_string();
             // Out of retries. A call that timed out may still have paid: ask first.
-            if let Some(tx_hash) = ctx
-                .gateway
-                .lookup(&p.payout_id)
-                .await
-                .context("rail lookup")?
+            if let Some(tx_hash) = through_outage(ctx, "rail lookup", rail_down, || {
+                ctx.gateway.lookup(&p.payout_id)
+            })
+            .await
+            .context("rail lookup")?
             {
                 return settle(ctx, &p, &tx_hash).await;
             }
-            ctx.ledger
-                .post(&p.reverse_entry())
-                .await
-                .context("ledger reverse")?;
+            let reverse = p.reverse_entry();
+            through_outage(ctx, "ledger reverse", ledger_down, || {
+                ctx.ledger.post(&reverse)
+            })
+            .await
+            .context("ledger reverse")?;
             ctx.payouts
                 .fail(&p, &error)
                 .await
@@ -140,11 +204,12 @@ pub async fn process_payout(
 }
 
 async fn settle(ctx: &JobContext, p: &PayoutDoc, tx_hash: &str) -> anyhow::Result<()> {
-    let posted = ctx
-        .ledger
-        .post(&p.settle_entry(tx_hash))
-        .await
-        .context("ledger settle")?;
+    let entry = p.settle_entry(tx_hash);
+    let posted = through_outage(ctx, "ledger settle", ledger_down, || {
+        ctx.ledger.post(&entry)
+    })
+    .await
+    .context("ledger settle")?;
     if posted {
         metrics::counter!(crate::metrics::PAYOUTS_SETTLED, "currency" => p.currency.to_string())
             .increment(1);

@@ -50,6 +50,22 @@ pub struct JobLease {
 #[error("permanent failure: {0}")]
 pub struct PermanentError(pub String);
 
+/// A job handler panicked; the attempt fails with the panic message.
+#[derive(Debug, thiserror::Error)]
+#[error("handler panicked: {0}")]
+pub struct HandlerPanicked(pub String);
+
+impl HandlerPanicked {
+    fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".into());
+        Self(message)
+    }
+}
+
 /// Converts a handler's `anyhow` error for apalis, keeping [`PermanentError`]
 /// recognisable so the job goes straight to the dead letters.
 pub fn job_error(e: anyhow::Error) -> BoxDynError {
@@ -398,7 +414,15 @@ where
         let layer = self.layer.clone();
         async move {
             let started = std::time::Instant::now();
-            let result = fut.await.map_err(Into::into);
+            // A panicking handler fails its attempt like an error (retried,
+            // then dead letters after max attempts): caught here, so the
+            // outcome is recorded and the lease dropped, and the worker goes on.
+            // (apalis' CatchPanic layer does the same but its `fn` pointer
+            // type defeats the `Send` proof of `tokio::spawn(worker.run..)`.)
+            let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r.map_err(Into::into),
+                Err(panic) => Err(HandlerPanicked::from_payload(&*panic).into()),
+            };
             metrics::histogram!(crate::metrics::JOB_DURATION, "queue" => layer.queue_name.clone())
                 .record(started.elapsed().as_secs_f64());
             if let Some(lease) = lease {

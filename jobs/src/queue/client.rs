@@ -15,6 +15,9 @@ use super::{
 const ENQUEUE_CHUNK: usize = 200;
 /// Script calls per pipelined round trip.
 const SCRIPTS_PER_PIPELINE: usize = 10;
+/// Connection attempts per reconnection after the first one fails (callers
+/// retry on their own: the workers' fetch loop backs off, the API answers 503).
+const RECONNECT_RETRIES: usize = 2;
 
 /// A queue operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +53,22 @@ fn ms_to_rfc3339(ms: &str) -> Option<String> {
 
 impl Queue {
     /// Connects to Redis (the URL may carry a password; it is never logged).
+    ///
+    /// The connection is re-established on the next call after Redis comes
+    /// back (a restart needs no restart of the API or the workers). While
+    /// Redis is down a call fails within about a second: each reconnection
+    /// makes [`RECONNECT_RETRIES`] quick attempts instead of the driver's six
+    /// with up to 6.4 s of backoff, which every call waiting on the
+    /// connection would otherwise sit through (an API request would hang
+    /// instead of answering 503).
     pub async fn connect(redis_url: &str, config: QueueConfig) -> Result<Self, QueueError> {
         let client = redis::Client::open(redis_url)?;
         // Large pipelines (a 100,000-item batch) must not hit the driver's 500 ms default.
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(std::time::Duration::from_secs(30)))
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(std::time::Duration::from_millis(200));
         let conn = client.get_connection_manager_with_config(manager).await?;
         Ok(Self {
             conn,

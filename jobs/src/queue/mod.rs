@@ -23,7 +23,7 @@ pub mod lease;
 mod scripts;
 mod types;
 
-pub use backend::{JobLease, PermanentError, RedisBackend, job_error};
+pub use backend::{HandlerPanicked, JobLease, PermanentError, RedisBackend, job_error};
 pub use client::{Queue, QueueError};
 pub use lease::{LeaseKeeper, LeaseSet};
 pub use types::*;

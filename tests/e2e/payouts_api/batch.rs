@@ -10,7 +10,7 @@ use mongodb::bson::doc;
 
 use super::*;
 
-fn batch_body(batch_id: &str, nodes: &[String], n: usize) -> Value {
+pub(crate) fn batch_body(batch_id: &str, nodes: &[String], n: usize) -> Value {
     let payouts: Vec<Value> = (0..n)
         .map(|i| {
             let node = &nodes[i % nodes.len()];
@@ -24,14 +24,14 @@ fn batch_body(batch_id: &str, nodes: &[String], n: usize) -> Value {
     json!({ "batch_id": batch_id, "payouts": payouts })
 }
 
-async fn submit(app: &TestApp, body: &Value) -> Value {
+pub(crate) async fn submit(app: &TestApp, body: &Value) -> Value {
     app.api_call(Method::POST, "/api/v1/nodes/payouts/batch", Some(body))
         .await
         .expect(202, "submit payout batch")
         .clone()
 }
 
-async fn wait_batch(app: &TestApp, batch_id: &str, timeout: Duration) -> Value {
+pub(crate) async fn wait_batch(app: &TestApp, batch_id: &str, timeout: Duration) -> Value {
     // Polled like a client would (the view reads every payout of the batch).
     let path = format!("/api/v1/nodes/payouts/batch/{batch_id}");
     let deadline = tokio::time::Instant::now() + timeout;
@@ -53,7 +53,7 @@ async fn wait_batch(app: &TestApp, batch_id: &str, timeout: Duration) -> Value {
 
 /// Checks, per currency, that the ledger equals the payout documents, and
 /// that each payout has exactly the entries of its outcome.
-async fn assert_ledger_matches(app: &TestApp, payouts: &[Value]) {
+pub(crate) async fn assert_ledger_matches(app: &TestApp, payouts: &[Value]) {
     let ledger = app.ledger();
     for currency in Currency::ALL {
         let of = |status: &str, field: &str| -> Decimal {
@@ -95,7 +95,7 @@ async fn assert_ledger_matches(app: &TestApp, payouts: &[Value]) {
     }
 }
 
-async fn all_payouts(app: &TestApp, batch_id: &str) -> Vec<Value> {
+pub(crate) async fn all_payouts(app: &TestApp, batch_id: &str) -> Vec<Value> {
     let docs: Vec<mongodb::bson::Document> = app
         .db
         .collection("payouts")

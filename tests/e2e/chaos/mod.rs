@@ -1,0 +1,259 @@
+//! Chaos and fault tests (issue 9): worker processes SIGKILLed and
+//! SIGTERMed under load, Redis restarted, MongoDB stopped, PostgreSQL cut
+//! off, a handler that panics. Each test is bounded in time, touches
+//! loopback only, and fails on a lost or duplicated item.
+//!
+//! Faults are never injected into the shared services: a test that stops a
+//! store runs its own private instance on a free loopback port (Redis,
+//! SecantusDB), or puts a [`proxy::FaultProxy`] in front of the shared one
+//! (PostgreSQL). Every process a test starts is killed when it is dropped.
+
+mod graceful_shutdown;
+mod mongo_outage;
+mod poison_job;
+mod postgres_outage;
+pub mod proxy;
+mod redis_restart;
+mod worker_kills;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use mongodb::bson::{Document, doc};
+use serde_json::Value;
+
+use crate::helpers::{ItemBuilder, TestApp, eventually};
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+/// Sends SIGTERM to `pid` (tokio's `Child` only sends SIGKILL).
+pub fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// A store process of the test's own on a loopback port, restartable on
+/// the same port and data directory; killed when dropped.
+pub struct PrivateServer {
+    what: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    /// Its port.
+    pub port: u16,
+    child: Option<tokio::process::Child>,
+    _dir: tempdir::Dir,
+}
+
+impl PrivateServer {
+    /// `redis-server` with AOF persistence in a temporary directory.
+    pub async fn redis() -> Self {
+        let dir = tempdir::Dir::new("redis");
+        let port = free_port();
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--dir",
+            dir.path_str(),
+            "--save",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        Self::start("redis-server", "redis-server".into(), args, port, dir).await
+    }
+
+    /// SecantusDB from the repository's `.venv-mongo` (made by
+    /// `./scripts/dev services`), storing in a temporary directory.
+    pub async fn secantus() -> Self {
+        let venv = std::env::var("LUCID_TEST_SECANTUS_VENV").map_or_else(
+            |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-mongo"),
+            PathBuf::from,
+        );
+        let program = venv.join("bin/secantusd-py");
+        assert!(
+            program.exists(),
+            "chaos tests need SecantusDB at {} to run a private MongoDB they can stop: \
+             run ./scripts/dev services in the repository root (it creates .venv-mongo), \
+             or set LUCID_TEST_SECANTUS_VENV to a venv with SecantusDB installed",
+            program.display()
+        );
+        let dir = tempdir::Dir::new("secantus");
+        let port = free_port();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+            dir.path_str(),
+            "--log-level",
+            "ERROR",
+        ]
+        .map(String::from)
+        .to_vec();
+        Self::start("SecantusDB", program, args, port, dir).await
+    }
+
+    async fn start(
+        what: &'static str,
+        program: PathBuf,
+        args: Vec<String>,
+        port: u16,
+        dir: tempdir::Dir,
+    ) -> Self {
+        let mut server = Self {
+            what,
+            program,
+            args,
+            port,
+            child: None,
+            _dir: dir,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// Starts the process (again) on its port and data directory and waits
+    /// until the port accepts connections.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.what);
+        let child = tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {} ({}): {e}", self.what, self.program.display()));
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(30),
+            &format!("{} to listen on {port}", self.what),
+            || async { port_open(port).await.then_some(()) },
+        )
+        .await;
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown: data is flushed)
+    /// and waits until it has exited and its port is closed.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        sigterm(child.id().expect("pid"));
+        let exited = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        assert!(exited.is_ok(), "{} did not stop within 30 s", self.what);
+        assert!(!port_open(self.port).await, "port {} still open", self.port);
+    }
+
+    /// `redis://127.0.0.1:PORT` or `mongodb://127.0.0.1:PORT/?directConnection=true`.
+    pub fn url(&self) -> String {
+        match self.what {
+            "redis-server" => format!("redis://127.0.0.1:{}", self.port),
+            _ => format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port),
+        }
+    }
+}
+
+/// A temporary directory removed when dropped (no extra dependency).
+mod tempdir {
+    use std::path::PathBuf;
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(what: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "lucid-chaos-{what}-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            Self(path)
+        }
+        pub fn path_str(&self) -> &str {
+            self.0.to_str().expect("utf-8 temp path")
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `n` valid items over `nodes` (every one must succeed).
+pub fn valid_items(nodes: &[String], n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            ItemBuilder::new(&nodes[i % nodes.len()])
+                .output_bytes(format!("chaos output {i}").as_bytes())
+                .build()
+        })
+        .collect()
+}
+
+/// Asserts the batch ended with every one of its `total` items succeeded,
+/// and that MongoDB holds exactly one record per item index.
+pub async fn assert_every_item_recorded_once(app: &TestApp, batch: &Value, total: u64) {
+    let batch_id = batch["batch_id"].as_str().expect("batch_id");
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["total"], total, "{batch}");
+    assert_eq!(batch["succeeded"], total, "{batch}");
+    assert_eq!(batch["failed"], 0, "{batch}");
+    assert_eq!(batch["pending"], 0, "{batch}");
+    let results = app.db.collection::<Document>("poot_validations");
+    let stored = results
+        .count_documents(doc! { "batch_id": batch_id })
+        .await
+        .expect("count records");
+    assert_eq!(
+        stored, total,
+        "records of {batch_id}: a lost or duplicated item"
+    );
+    let distinct = results
+        .distinct("item_index", doc! { "batch_id": batch_id })
+        .await
+        .expect("distinct item indexes");
+    assert_eq!(
+        distinct.len() as u64,
+        total,
+        "distinct item indexes of {batch_id}"
+    );
+    let failed = results
+        .count_documents(doc! { "batch_id": batch_id, "status": { "$ne": "succeeded" } })
+        .await
+        .expect("count failed records");
+    assert_eq!(failed, 0, "records of {batch_id} that did not succeed");
+}
+
+/// Asserts no job of `queue` is dead. (After a Redis restart the test's own
+/// queue handle answers its first call with the dropped connection's error,
+/// then reconnects: hence the retry.)
+pub async fn assert_no_dead_jobs(app: &TestApp, queue: &str) {
+    let counts = eventually(Duration::from_secs(10), "queue counts", || async {
+        app.queue.counts(queue).await.ok()
+    })
+    .await;
+    assert_eq!(counts.dead, 0, "{queue}: {counts:?}");
+}
