@@ -120,15 +120,16 @@ async fn send(req: reqwest::RequestBuilder, expect: u16) -> bool {
 /// `bench api-latency [--rate R] [--secs S]`.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let rate = arg(args, "--rate", 500u32);
+    let enqueue_rate = arg(args, "--enqueue-rate", 50u32);
     let secs = arg(args, "--secs", 20.0f64);
     let env = Env::new("api");
-    let result = run_phases(&env, rate, secs).await;
+    let result = run_phases(&env, rate, enqueue_rate, secs).await;
     env.cleanup().await?;
     result?;
     crate::submit().await
 }
 
-async fn run_phases(env: &Env, rate: u32, secs: f64) -> anyhow::Result<()> {
+async fn run_phases(env: &Env, rate: u32, enqueue_rate: u32, secs: f64) -> anyhow::Result<()> {
     let api = spawn_api(env).await?;
     println!(
         "api latency: real lucid-api process (release), {rate} req/s open-loop for {secs} s per phase, cold start {:?}",
@@ -155,28 +156,41 @@ async fn run_phases(env: &Env, rate: u32, secs: f64) -> anyhow::Result<()> {
 
     let batch_ids = Arc::new(Mutex::new(Vec::new()));
     let ts = chrono::Utc::now().to_rfc3339();
+    let enqueue = |label: String, rate: u32, secs: f64, tag: &'static str| {
+        let (client, base, ts, batch_ids) =
+            (client.clone(), base.clone(), ts.clone(), batch_ids.clone());
+        async move {
+            constant_rate(&label, rate, secs, |i| {
+                let body = serde_json::json!({ "validations": [{ "node_id": format!("node_bench_{}", i % 1000),
+                    "output_data": "cHJvb2Ygb2Ygd29yaw==", "timestamp": ts, "nonce": format!("{tag}-{i}") }] });
+                let req = client
+                    .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
+                    .json(&body);
+                let ids = batch_ids.clone();
+                async move {
+                    let Ok(r) = req.send().await else { return false };
+                    if r.status().as_u16() != 202 {
+                        return false;
+                    }
+                    let Ok(v) = r.json::<serde_json::Value>().await else {
+                        return false;
+                    };
+                    if let (Some(id), Ok(mut ids)) = (v["batch_id"].as_str(), ids.lock()) {
+                        ids.push(id.to_string());
+                    }
+                    true
+                }
+            })
+            .await
+        }
+    };
     phases.push(
-        constant_rate("POST batch-validate, 1 item", rate, secs, |i| {
-            let body = serde_json::json!({ "validations": [{ "node_id": format!("node_bench_{}", i % 1000),
-                "output_data": "cHJvb2Ygb2Ygd29yaw==", "timestamp": ts, "nonce": format!("lat-{i}") }] });
-            let req = client
-                .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
-                .json(&body);
-            let ids = batch_ids.clone();
-            async move {
-                let Ok(r) = req.send().await else { return false };
-                if r.status().as_u16() != 202 {
-                    return false;
-                }
-                let Ok(v) = r.json::<serde_json::Value>().await else {
-                    return false;
-                };
-                if let (Some(id), Ok(mut ids)) = (v["batch_id"].as_str(), ids.lock()) {
-                    ids.push(id.to_string());
-                }
-                true
-            }
-        })
+        enqueue(
+            format!("POST batch-validate, 1 item, {enqueue_rate}/s"),
+            enqueue_rate,
+            secs,
+            "slow",
+        )
         .await,
     );
     let ids: Vec<String> = batch_ids.lock().map(|v| v.clone()).unwrap_or_default();
@@ -199,10 +213,21 @@ async fn run_phases(env: &Env, rate: u32, secs: f64) -> anyhow::Result<()> {
     );
     phases.push(health("GET /health (baseline, after)").await);
     let rss = api.peak_rss_kib();
+    // Last, as it may overload the store: enqueue at the full rate.
+    let overload_secs = secs.min(5.0);
+    let full = enqueue(
+        format!("POST batch-validate, 1 item, {rate}/s ({overload_secs} s)"),
+        rate,
+        overload_secs,
+        "full",
+    )
+    .await;
+    let rss_after = api.peak_rss_kib();
     stop(api).await;
+    phases.push(full);
 
-    let base_p99 = phases[0].p99.min(phases[phases.len() - 1].p99);
-    let base_p50 = phases[0].p50.min(phases[phases.len() - 1].p50);
+    let base_p99 = phases[0].p99.min(phases[4].p99);
+    let base_p50 = phases[0].p50.min(phases[4].p50);
     for p in &phases {
         println!(
             "  {p}  | x{:.1} p50, x{:.1} p99 of /health",
@@ -211,9 +236,10 @@ async fn run_phases(env: &Env, rate: u32, secs: f64) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  job status poll p99 < 5 ms: {}; API peak RSS {} (target < 48 MiB)",
+        "  job status poll p99 < 5 ms: {}; API peak RSS before the full-rate enqueue {} (target < 48 MiB), after it {}",
         phases[2].p99 < Duration::from_millis(5),
-        crate::queue_overhead::rss_list(&[rss])
+        crate::queue_overhead::rss_list(&[rss]),
+        crate::queue_overhead::rss_list(&[rss_after])
     );
     Ok(())
 }

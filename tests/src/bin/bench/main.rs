@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+mod apalis_baseline;
 mod api_latency;
 mod poot;
 mod procs;
