@@ -107,6 +107,47 @@ where
     }
 }
 
+/// `n` one-item batches, one at a time: latency without queueing.
+async fn sequential_enqueue(
+    client: &reqwest::Client,
+    base: &str,
+    n: usize,
+    ts: &str,
+    ids: &Mutex<Vec<String>>,
+) -> Phase {
+    let (mut lat, mut errors) = (Vec::with_capacity(n), 0);
+    for i in 0..n {
+        let body = serde_json::json!({ "validations": [{ "node_id": format!("node_bench_{}", i % 1000),
+            "output_data": "cHJvb2Ygb2Ygd29yaw==", "timestamp": ts, "nonce": format!("seq-{i}") }] });
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
+            .json(&body)
+            .send()
+            .await;
+        let v = match r {
+            Ok(r) if r.status().as_u16() == 202 => r.json::<serde_json::Value>().await.ok(),
+            _ => None,
+        };
+        lat.push(t.elapsed());
+        match v.as_ref().and_then(|v| v["batch_id"].as_str()) {
+            Some(id) => ids.lock().map(|mut l| l.push(id.to_string())).unwrap_or(()),
+            None => errors += 1,
+        }
+    }
+    let p99 = crate::percentile(&mut lat, 0.99);
+    Phase {
+        name: "POST batch-validate, 1 item, 1 at a time".into(),
+        sent: n,
+        errors,
+        p50: crate::percentile(&mut lat, 0.5),
+        p99,
+        max: lat.last().copied().unwrap_or_default(),
+        p99_sent: p99,
+        late_sends: 0,
+    }
+}
+
 async fn send(req: reqwest::RequestBuilder, expect: u16) -> bool {
     match req.send().await {
         Ok(r) => {
@@ -120,16 +161,16 @@ async fn send(req: reqwest::RequestBuilder, expect: u16) -> bool {
 /// `bench api-latency [--rate R] [--secs S]`.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let rate = arg(args, "--rate", 500u32);
-    let enqueue_rate = arg(args, "--enqueue-rate", 50u32);
+    let seq_requests = arg(args, "--seq-enqueues", 200usize);
     let secs = arg(args, "--secs", 20.0f64);
     let env = Env::new("api");
-    let result = run_phases(&env, rate, enqueue_rate, secs).await;
+    let result = run_phases(&env, rate, seq_requests, secs).await;
     env.cleanup().await?;
     result?;
     crate::submit().await
 }
 
-async fn run_phases(env: &Env, rate: u32, enqueue_rate: u32, secs: f64) -> anyhow::Result<()> {
+async fn run_phases(env: &Env, rate: u32, seq_requests: usize, secs: f64) -> anyhow::Result<()> {
     let api = spawn_api(env).await?;
     println!(
         "api latency: real lucid-api process (release), {rate} req/s open-loop for {secs} s per phase, cold start {:?}",
@@ -184,15 +225,7 @@ async fn run_phases(env: &Env, rate: u32, enqueue_rate: u32, secs: f64) -> anyho
             .await
         }
     };
-    phases.push(
-        enqueue(
-            format!("POST batch-validate, 1 item, {enqueue_rate}/s"),
-            enqueue_rate,
-            secs,
-            "slow",
-        )
-        .await,
-    );
+    phases.push(sequential_enqueue(&client, &base, seq_requests, &ts, &batch_ids).await);
     let ids: Vec<String> = batch_ids.lock().map(|v| v.clone()).unwrap_or_default();
     anyhow::ensure!(!ids.is_empty(), "no batch accepted");
     phases.push(
