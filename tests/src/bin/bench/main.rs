@@ -9,7 +9,10 @@
 //! against the baseline of MongoDB's raw `insert_many` of the same documents
 //! (target ≥ 0.8 of it), and the workers' peak RSS (target < 64 MiB).
 //!
-//! `cargo run --release -p lucid-e2e --bin bench -- [submit|poot-batch]` (both by default).
+//! `queue-overhead`, `api-latency`, `scaling` (issue 9): see their modules.
+//!
+//! `cargo run --release -p lucid-e2e --bin bench -- [submit|poot-batch|queue-overhead|api-latency|scaling]`
+//! (`submit` and `poot-batch` by default).
 //! Needs Redis, MongoDB and PostgreSQL on their local default ports.
 
 use std::time::{Duration, Instant};
@@ -44,17 +47,33 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let which = std::env::args().nth(1).unwrap_or_default();
-    if which.is_empty() || which == "submit" {
-        submit().await?;
-    }
-    if which.is_empty() || which == "poot-batch" {
-        poot::run().await?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().cloned().unwrap_or_default();
+    let rest = args.get(1..).unwrap_or_default();
+    match which.as_str() {
+        "" => {
+            submit().await?;
+            poot::run().await?;
+        }
+        "submit" => submit().await?,
+        "poot-batch" => poot::run().await?,
+        "queue-overhead" => queue_overhead::run(rest).await?,
+        "queue-overhead-worker" => queue_overhead::worker(rest).await?,
+        "api-latency" => api_latency::run(rest).await?,
+        "scaling" => scaling::run(rest).await?,
+        other => anyhow::bail!(
+            "unknown benchmark {other}: submit | poot-batch | queue-overhead | api-latency | scaling"
+        ),
     }
     Ok(())
 }
 
+mod apalis_baseline;
+mod api_latency;
 mod poot;
+mod procs;
+mod queue_overhead;
+mod scaling;
 
 /// Rate limits no benchmark reaches.
 fn unlimited() -> lucid_jobs::config::RateLimits {
@@ -87,7 +106,7 @@ fn admin_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-async fn submit() -> anyhow::Result<()> {
+pub async fn submit() -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let settings = Settings {
         node_api_host: "127.0.0.1".into(),

@@ -21,7 +21,7 @@ const ITEMS: usize = 100_000;
 const NODES: usize = 1_000;
 const PROOFS_PER_NODE: u64 = 60;
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -32,7 +32,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
+pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name("lucid-worker-e2e");
     anyhow::ensure!(
@@ -43,19 +43,9 @@ fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// Runs the benchmark and prints its report.
-pub async fn run() -> anyhow::Result<()> {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let settings = Settings {
-        node_api_host: "127.0.0.1".into(),
-        node_api_port: 0,
-        database_name: format!("bench_poot_{}", &id[..8]),
-        queue_prefix: format!("bench_poot_{}", &id[..8]),
-        log_level: "error".into(),
-        dev_mode: true,
-        rate_limit: crate::unlimited(),
-        ..Settings::default()
-    };
+/// Creates the database of `settings` with 1,000 active nodes and a proof
+/// history of 60 proofs each (uptime beacons and relays over recent slots).
+pub async fn seed(settings: &Settings) -> anyhow::Result<Db> {
     let db = Db::connect(
         settings.mongodb_url.expose_secret(),
         &settings.database_name,
@@ -63,7 +53,6 @@ pub async fn run() -> anyhow::Result<()> {
     .await?;
     db.ensure_indexes().await?;
 
-    // Nodes and a proof history (uptime beacons and relays over recent slots).
     let nodes: Vec<Document> = (0..NODES)
         .map(|i| doc! { "_id": format!("node_bench_{i}"), "name": format!("bench {i}"), "status": "active",
                         "node_type": if i % 2 == 0 { "worker" } else { "validator" } })
@@ -92,6 +81,24 @@ pub async fn run() -> anyhow::Result<()> {
             .collect();
         repo.insert(&format!("node_bench_{i}"), &proofs).await?;
     }
+
+    Ok(db)
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run() -> anyhow::Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let settings = Settings {
+        node_api_host: "127.0.0.1".into(),
+        node_api_port: 0,
+        database_name: format!("bench_poot_{}", &id[..8]),
+        queue_prefix: format!("bench_poot_{}", &id[..8]),
+        log_level: "error".into(),
+        dev_mode: true,
+        rate_limit: crate::unlimited(),
+        ..Settings::default()
+    };
+    let db = seed(&settings).await?;
 
     let api = lucid_api::Application::build(settings.clone())
         .await
