@@ -321,6 +321,18 @@ impl TestApp {
     }
 
     /// Spawns a real worker process named `name`.
+    /// Ids of the `queue` jobs the worker named `worker` is running now.
+    pub async fn jobs_running_on(&self, queue: &str, worker: &str) -> Vec<String> {
+        self.queue
+            .running_jobs(queue)
+            .await
+            .expect("running jobs")
+            .into_iter()
+            .filter(|(_, w)| w == worker)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     pub fn spawn_worker_process(&self, name: &str) -> WorkerProcess {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucid-worker-e2e"))
             .envs(self.worker_env(name))
@@ -426,6 +438,20 @@ impl ItemBuilder {
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`.
+/// Waits until the process serving `base` (`http://127.0.0.1:PORT`) answers
+/// `GET /ready` with 200.
+pub async fn wait_until_ready(base: &str) {
+    eventually(
+        Duration::from_secs(30),
+        "the process to be ready",
+        || async {
+            let r = reqwest::get(format!("{base}/ready")).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+}
+
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,

@@ -517,15 +517,7 @@ async fn secrets_never_appear_in_the_logs_of_a_real_api_process() {
     let base = format!("http://127.0.0.1:{port}");
     let admin_token = mint(&app.settings, &crate::helpers::admin_claims());
     let admin = authed_client(&admin_token);
-    crate::helpers::eventually(
-        Duration::from_secs(30),
-        "the API process to be ready",
-        || async {
-            let r = reqwest::get(format!("{base}/ready")).await.ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await;
+    crate::helpers::wait_until_ready(&base).await;
     let created: Value = admin
         .post(format!("{base}/api/v1/nodes/"))
         .json(&NodeBuilder::new().build())

@@ -44,16 +44,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_records_every_item_exactly_
         Duration::from_secs(60),
         "the victim to run a job",
         || async {
-            let running = app
-                .queue
-                .running_jobs("poot-validation")
-                .await
-                .expect("running jobs");
-            let mine: Vec<String> = running
-                .into_iter()
-                .filter(|(_, w)| *w == victim_name)
-                .map(|(id, _)| id)
-                .collect();
+            let mine = app.jobs_running_on("poot-validation", &victim_name).await;
             (!mine.is_empty()).then_some(mine)
         },
     )

@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::{assert_every_item_recorded_once, assert_no_dead_jobs, sigterm, valid_items};
+use super::{ChaosBatch, sigterm};
 use crate::helpers::{eventually, spawn_app_with, test_settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,32 +18,13 @@ async fn a_sigtermed_worker_finishes_or_returns_its_jobs_and_exits_0_within_the_
     // batch (and show as a second attempt) instead of being redelivered fast.
     settings.visibility_timeout_ms = 30_000;
     let app = spawn_app_with(settings, 0).await;
-    let nodes: Vec<String> = (0..10).map(|i| format!("node_chaos_term_{i}")).collect();
-    app.insert_nodes(&nodes).await;
-    let prefix = app.settings.queue_prefix.clone();
-    let mut workers: Vec<_> = (1..=2)
-        .map(|i| app.spawn_worker_process(&format!("{prefix}-w{i}")))
-        .collect();
-
-    let total = 4_000u64;
-    let batch_id = app
-        .submit_batch(&json!({ "validations": valid_items(&nodes, total as usize) }))
-        .await;
-    let victim = workers[0].name.clone();
+    let mut batch = ChaosBatch::submit(&app, "term", 4_000).await;
+    let victim = batch.workers[0].name.clone();
     let in_flight: Vec<String> = eventually(
         Duration::from_secs(60),
         "the victim to run jobs",
         || async {
-            let running = app
-                .queue
-                .running_jobs("poot-validation")
-                .await
-                .expect("running jobs");
-            let mine: Vec<String> = running
-                .into_iter()
-                .filter(|(_, w)| *w == victim)
-                .map(|(id, _)| id)
-                .collect();
+            let mine = app.jobs_running_on("poot-validation", &victim).await;
             (mine.len() >= 2).then_some(mine)
         },
     )
@@ -53,31 +32,29 @@ async fn a_sigtermed_worker_finishes_or_returns_its_jobs_and_exits_0_within_the_
 
     let grace = Duration::from_secs(app.settings.shutdown_grace_secs);
     let term = Instant::now();
-    sigterm(workers[0].child.id().expect("pid"));
-    let status = tokio::time::timeout(grace + Duration::from_secs(5), workers[0].child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("the worker did not exit within {grace:?} + 5 s of SIGTERM"))
-        .expect("wait for the worker");
+    sigterm(batch.workers[0].child.id().expect("pid"));
+    let status = tokio::time::timeout(
+        grace + Duration::from_secs(5),
+        batch.workers[0].child.wait(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the worker did not exit within {grace:?} + 5 s of SIGTERM"))
+    .expect("wait for the worker");
     let took = term.elapsed();
     eprintln!("worker exited with {status} {took:?} after SIGTERM, running {in_flight:?}");
     assert!(status.success(), "exit status {status}");
     assert!(took <= grace + Duration::from_secs(2), "exit took {took:?}");
     // Nothing is left leased to the stopped worker.
-    let running = app
-        .queue
-        .running_jobs("poot-validation")
-        .await
-        .expect("running jobs");
+    let left = app.jobs_running_on("poot-validation", &victim).await;
     assert!(
-        running.iter().all(|(_, w)| *w != victim),
-        "jobs still leased to the stopped worker: {running:?}"
+        left.is_empty(),
+        "jobs still leased to the stopped worker: {left:?}"
     );
 
-    let batch = app
-        .wait_for_batch(&batch_id, Duration::from_secs(120))
+    batch.workers.remove(0);
+    batch
+        .assert_completes_exactly_once(&app, Duration::from_secs(120), "only the victim stops")
         .await;
-    assert_every_item_recorded_once(&app, &batch, total).await;
-    assert_no_dead_jobs(&app, "poot-validation").await;
     // Each job it ran at SIGTERM finished there or went back to the queue
     // untouched: none needed a second attempt after a lost lease.
     for id in &in_flight {
@@ -85,5 +62,4 @@ async fn a_sigtermed_worker_finishes_or_returns_its_jobs_and_exits_0_within_the_
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["attempts"], 1, "{job}");
     }
-    assert!(workers[1].child.try_wait().expect("status").is_none());
 }

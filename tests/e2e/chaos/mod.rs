@@ -23,9 +23,9 @@ use std::{
 };
 
 use mongodb::bson::{Document, doc};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::{ItemBuilder, TestApp, eventually};
+use crate::helpers::{ItemBuilder, TestApp, WorkerProcess, eventually};
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
@@ -199,6 +199,74 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+/// A PoOT batch of valid items over ten fresh nodes, submitted to `app` and
+/// run by two worker processes: the load each fault is injected into.
+pub struct ChaosBatch {
+    pub batch_id: String,
+    pub nodes: Vec<String>,
+    pub total: u64,
+    pub workers: Vec<WorkerProcess>,
+}
+
+impl ChaosBatch {
+    /// Registers the nodes (`node_chaos_{tag}_{i}`), starts the two workers
+    /// and submits `total` items.
+    pub async fn submit(app: &TestApp, tag: &str, total: u64) -> Self {
+        let nodes: Vec<String> = (0..10).map(|i| format!("node_chaos_{tag}_{i}")).collect();
+        app.insert_nodes(&nodes).await;
+        let prefix = &app.settings.queue_prefix;
+        let workers = (1..=2)
+            .map(|i| app.spawn_worker_process(&format!("{prefix}-w{i}")))
+            .collect();
+        let batch_id = app
+            .submit_batch(&json!({ "validations": valid_items(&nodes, total as usize) }))
+            .await;
+        Self {
+            batch_id,
+            nodes,
+            total,
+            workers,
+        }
+    }
+
+    /// Waits until at least `min_done` items succeeded and less than half
+    /// the batch did, so a fault lands in the middle of it.
+    pub async fn wait_under_way(&self, app: &TestApp, min_done: u64) {
+        let path = format!("/api/v1/batches/{}", self.batch_id);
+        eventually(
+            Duration::from_secs(60),
+            "the batch to be under way",
+            || async {
+                let v = app.get_json(&path, 200).await;
+                let done = v["succeeded"].as_u64().unwrap_or(0);
+                (done >= min_done && done < self.total / 2).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Waits for the batch to finish, then checks that every worker is still
+    /// running (`why` says why they must be) and that every item was
+    /// recorded exactly once with no dead job.
+    pub async fn assert_completes_exactly_once(
+        &mut self,
+        app: &TestApp,
+        timeout: Duration,
+        why: &str,
+    ) {
+        let batch = app.wait_for_batch(&self.batch_id, timeout).await;
+        for w in &mut self.workers {
+            assert!(
+                w.child.try_wait().expect("worker status").is_none(),
+                "worker {} exited: {why}",
+                w.name
+            );
+        }
+        assert_every_item_recorded_once(app, &batch, self.total).await;
+        assert_no_dead_jobs(app, "poot-validation").await;
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{PrivateServer, assert_every_item_recorded_once, assert_no_dead_jobs, valid_items};
-use crate::helpers::{eventually, spawn_app_with, test_settings};
+use super::{ChaosBatch, PrivateServer, assert_every_item_recorded_once, valid_items};
+use crate::helpers::{spawn_app_with, test_settings};
 
 /// Longest a submission may take to fail while Redis is down.
 const FAIL_FAST: Duration = Duration::from_secs(3);
@@ -24,28 +24,8 @@ async fn a_redis_restart_mid_batch_loses_no_job_and_submissions_fail_fast_with_5
     settings.visibility_timeout_ms = 2_000;
     settings.job_max_attempts = 10;
     let app = spawn_app_with(settings, 0).await;
-    let nodes: Vec<String> = (0..10).map(|i| format!("node_chaos_redis_{i}")).collect();
-    app.insert_nodes(&nodes).await;
-    let prefix = app.settings.queue_prefix.clone();
-    let mut workers: Vec<_> = (1..=2)
-        .map(|i| app.spawn_worker_process(&format!("{prefix}-w{i}")))
-        .collect();
-
-    let total = 4_000u64;
-    let batch_id = app
-        .submit_batch(&json!({ "validations": valid_items(&nodes, total as usize) }))
-        .await;
-    let path = format!("/api/v1/batches/{batch_id}");
-    eventually(
-        Duration::from_secs(60),
-        "the batch to be under way",
-        || async {
-            let v = app.get_json(&path, 200).await;
-            let done = v["succeeded"].as_u64().unwrap_or(0);
-            (done >= 300 && done < total / 2).then_some(())
-        },
-    )
-    .await;
+    let mut batch = ChaosBatch::submit(&app, "redis", 4_000).await;
+    batch.wait_under_way(&app, 300).await;
 
     redis.stop().await;
     // Down: a submission is refused at once, with the error envelope.
@@ -54,7 +34,7 @@ async fn a_redis_restart_mid_batch_loses_no_job_and_submissions_fail_fast_with_5
         let r = app
             .client
             .post(format!("{}/api/v1/nodes/poot/batch-validate", app.address))
-            .json(&json!({ "validations": valid_items(&nodes, 10) }))
+            .json(&json!({ "validations": valid_items(&batch.nodes, 10) }))
             .timeout(Duration::from_secs(30))
             .send()
             .await
@@ -71,21 +51,16 @@ async fn a_redis_restart_mid_batch_loses_no_job_and_submissions_fail_fast_with_5
     redis.restart().await;
 
     // The same processes finish the batch.
-    let batch = app
-        .wait_for_batch(&batch_id, Duration::from_secs(240))
+    batch
+        .assert_completes_exactly_once(
+            &app,
+            Duration::from_secs(240),
+            "the workers must reconnect, not restart",
+        )
         .await;
-    for w in &mut workers {
-        assert!(
-            w.child.try_wait().expect("worker status").is_none(),
-            "worker {} exited: the workers must reconnect, not restart",
-            w.name
-        );
-    }
-    assert_every_item_recorded_once(&app, &batch, total).await;
-    assert_no_dead_jobs(&app, "poot-validation").await;
     // The API's own connection is back too.
     let again = app
-        .submit_batch(&json!({ "validations": valid_items(&nodes, 20) }))
+        .submit_batch(&json!({ "validations": valid_items(&batch.nodes, 20) }))
         .await;
     let batch = app.wait_for_batch(&again, Duration::from_secs(60)).await;
     assert_every_item_recorded_once(&app, &batch, 20).await;

@@ -126,15 +126,7 @@ async fn with_an_otlp_endpoint_the_workers_job_span_continues_the_submitting_req
         &[],
     );
     let base = format!("http://127.0.0.1:{port}");
-    eventually(
-        Duration::from_secs(30),
-        "the API process to be ready",
-        || async {
-            let r = reqwest::get(format!("{base}/ready")).await.ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await;
+    crate::helpers::wait_until_ready(&base).await;
     app.insert_nodes(&["node_otlp".to_string()]).await;
 
     // The caller's own trace: the API joins it.
