@@ -89,8 +89,13 @@ fn unlimited() -> lucid_jobs::config::RateLimits {
 
 /// A client carrying an admin token for the dev-mode API the benchmarks start.
 fn admin_client() -> anyhow::Result<reqwest::Client> {
-    use lucid_api::auth::{Claims, DEV_SECRET, Tier, TokenKeys, scopes};
-    let token = TokenKeys::hs256(DEV_SECRET.as_bytes()).mint(&Claims::new(
+    admin_client_for(lucid_api::auth::DEV_SECRET)
+}
+
+/// A client carrying an admin token signed with the HS256 `secret`.
+fn admin_client_for(secret: &str) -> anyhow::Result<reqwest::Client> {
+    use lucid_api::auth::{Claims, Tier, TokenKeys, scopes};
+    let token = TokenKeys::hs256(secret.as_bytes()).mint(&Claims::new(
         "bench",
         scopes::ALL,
         Tier::Admin,
@@ -103,6 +108,7 @@ fn admin_client() -> anyhow::Result<reqwest::Client> {
     );
     Ok(reqwest::Client::builder()
         .default_headers(headers)
+        .pool_max_idle_per_host(1024)
         .build()?)
 }
 

@@ -171,36 +171,7 @@ pub async fn run() -> anyhow::Result<()> {
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "validations": items }))?;
     let client = crate::admin_client()?;
-    let t = Instant::now();
-    let accepted: serde_json::Value = client
-        .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let status_url = accepted["status_url"]
-        .as_str()
-        .context("status_url")?
-        .to_string();
-    let view = loop {
-        let v: serde_json::Value = client
-            .get(format!("{base}{status_url}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if !matches!(v["status"].as_str(), Some("queued" | "running")) {
-            break v;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "batch did not finish in 30 min: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let elapsed = t.elapsed();
+    let (elapsed, view) = run_batch(&client, &base, body, Duration::from_secs(1800)).await?;
     let rss: Vec<Option<u64>> = workers
         .iter()
         .map(|c| c.id().and_then(peak_rss_kib))
@@ -270,4 +241,40 @@ pub async fn run() -> anyhow::Result<()> {
             .await?;
     queue.delete_prefix(&settings.queue_prefix).await?;
     Ok(())
+}
+
+/// POSTs a `batch-validate` body and polls its status until it ends (or
+/// `limit` passes): the time from submission to the end, and the final view.
+pub async fn run_batch(
+    client: &reqwest::Client,
+    base: &str,
+    body: Vec<u8>,
+    limit: Duration,
+) -> anyhow::Result<(Duration, serde_json::Value)> {
+    let t = Instant::now();
+    let accepted: serde_json::Value = client
+        .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let status_url = accepted["status_url"]
+        .as_str()
+        .with_context(|| format!("no status_url in {accepted}"))?
+        .to_string();
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{base}{status_url}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if !matches!(v["status"].as_str(), Some("queued" | "running")) {
+            return Ok((t.elapsed(), v));
+        }
+        anyhow::ensure!(t.elapsed() < limit, "batch not done in {limit:?}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

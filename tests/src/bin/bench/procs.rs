@@ -66,22 +66,7 @@ impl Env {
 
     /// A client carrying an admin token signed with this environment's secret.
     pub fn admin_client(&self) -> anyhow::Result<reqwest::Client> {
-        use lucid_api::auth::{Claims, Tier, TokenKeys, scopes};
-        let token = TokenKeys::hs256(self.secret.as_bytes()).mint(&Claims::new(
-            "bench",
-            scopes::ALL,
-            Tier::Admin,
-            3600,
-        ))?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse()?,
-        );
-        Ok(reqwest::Client::builder()
-            .default_headers(headers)
-            .pool_max_idle_per_host(1024)
-            .build()?)
+        crate::admin_client_for(&self.secret)
     }
 
     pub async fn cleanup(&self) -> anyhow::Result<()> {

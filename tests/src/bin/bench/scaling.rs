@@ -14,9 +14,7 @@
 //! binary loading its configuration and signing a token, no I/O) and of
 //! `lucid-worker healthcheck` (configuration plus one local HTTP request).
 
-use std::time::{Duration, Instant};
-
-use anyhow::Context as _;
+use std::time::Duration;
 
 use crate::{
     procs::{Env, Started, sibling, spawn_api, spawn_to_exit, spawn_worker, stop},
@@ -142,35 +140,8 @@ async fn one_batch(
                                      "timestamp": ts, "nonce": format!("scale-{run}-{i}") }))
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "validations": list }))?;
-    let t = Instant::now();
-    let accepted: serde_json::Value = client
-        .post(format!("{base}/api/v1/nodes/poot/batch-validate"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let status_url = accepted["status_url"]
-        .as_str()
-        .with_context(|| format!("no status_url in {accepted}"))?
-        .to_string();
-    loop {
-        let v: serde_json::Value = client
-            .get(format!("{base}{status_url}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        match v["status"].as_str() {
-            Some("queued" | "running") => {}
-            Some("completed") => return Ok(t.elapsed()),
-            _ => anyhow::bail!("batch ended as {v}"),
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(900),
-            "batch not done in 15 min: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (elapsed, view) =
+        crate::poot::run_batch(&client, base, body, Duration::from_secs(900)).await?;
+    anyhow::ensure!(view["status"] == "completed", "batch ended as {view}");
+    Ok(elapsed)
 }
