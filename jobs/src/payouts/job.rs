@@ -20,9 +20,13 @@ use std::{future::Future, time::Duration};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{PayoutDoc, gateway::Transfer};
+use super::{
+    PayoutDoc,
+    gateway::{GatewayError, Transfer},
+};
 use crate::{
     handlers::JobContext,
+    ledger::LedgerError,
     queue::{EnqueueOptions, JobLease, NewJob, PAYOUTS_QUEUE},
 };
 
@@ -65,14 +69,6 @@ where
             r => return r,
         }
     }
-}
-
-fn ledger_down(e: &crate::ledger::LedgerError) -> bool {
-    e.is_unavailable()
-}
-
-fn rail_down(e: &super::gateway::GatewayError) -> bool {
-    e.is_unavailable()
 }
 
 /// Payload of a `payouts` job. Versioned: jobs queued before a deploy still parse.
@@ -138,7 +134,7 @@ pub async fn process_payout(
         return Ok(());
     };
     let reserve = p.reserve_entry();
-    through_outage(ctx, "ledger reserve", ledger_down, || {
+    through_outage(ctx, "ledger reserve", LedgerError::is_unavailable, || {
         ctx.ledger.post(&reserve)
     })
     .await
@@ -150,10 +146,10 @@ pub async fn process_payout(
         amount: p.net,
     };
     let timeout = Duration::from_millis(ctx.settings.payouts.rail_timeout_ms);
-    let sent = through_outage(ctx, "rail", rail_down, || async {
+    let sent = through_outage(ctx, "rail", GatewayError::is_unavailable, || async {
         match tokio::time::timeout(timeout, ctx.gateway.send(&transfer)).await {
             Ok(r) => r,
-            Err(_) => Err(super::gateway::GatewayError::Refused(format!(
+            Err(_) => Err(GatewayError::Refused(format!(
                 "rail call timed out after {timeout:?}"
             ))),
         }
@@ -179,16 +175,17 @@ pub async fn process_payout(
         Err(error) => {
             let error = error.to_string();
             // Out of retries. A call that timed out may still have paid: ask first.
-            if let Some(tx_hash) = through_outage(ctx, "rail lookup", rail_down, || {
-                ctx.gateway.lookup(&p.payout_id)
-            })
-            .await
-            .context("rail lookup")?
+            if let Some(tx_hash) =
+                through_outage(ctx, "rail lookup", GatewayError::is_unavailable, || {
+                    ctx.gateway.lookup(&p.payout_id)
+                })
+                .await
+                .context("rail lookup")?
             {
                 return settle(ctx, &p, &tx_hash).await;
             }
             let reverse = p.reverse_entry();
-            through_outage(ctx, "ledger reverse", ledger_down, || {
+            through_outage(ctx, "ledger reverse", LedgerError::is_unavailable, || {
                 ctx.ledger.post(&reverse)
             })
             .await
@@ -205,7 +202,7 @@ pub async fn process_payout(
 
 async fn settle(ctx: &JobContext, p: &PayoutDoc, tx_hash: &str) -> anyhow::Result<()> {
     let entry = p.settle_entry(tx_hash);
-    let posted = through_outage(ctx, "ledger settle", ledger_down, || {
+    let posted = through_outage(ctx, "ledger settle", LedgerError::is_unavailable, || {
         ctx.ledger.post(&entry)
     })
     .await

@@ -137,6 +137,11 @@ impl Queue {
             self.qkey(queue, "seq"),
         );
         let (jp, wake) = (self.job_prefix(), self.wake_channel(queue));
+        // The enqueuing request's context, stored with every job.
+        let (request_id, trace_parent) = (
+            crate::telemetry::current_request_id(),
+            crate::telemetry::current_trace_parent(),
+        );
         let mut conn = self.conn.clone();
         self.ensure_loaded(&mut conn, &[&scripts::ENQUEUE]).await?;
         // Bounded round trips: at most ENQUEUE_CHUNK jobs per script call and
@@ -151,8 +156,8 @@ impl Queue {
                     .arg(&jp)
                     .arg(queue)
                     .arg(&wake)
-                    .arg(crate::telemetry::current_request_id())
-                    .arg(crate::telemetry::current_trace_parent());
+                    .arg(&request_id)
+                    .arg(&trace_parent);
                 for job in chunk {
                     let id = job
                         .options
