@@ -87,6 +87,22 @@ fn unlimited() -> lucid_jobs::config::RateLimits {
     }
 }
 
+/// Settings of an in-process dev-mode API on a free port, with its own
+/// database and queue prefix `{prefix}_xxxxxxxx` and no rate limits.
+fn bench_settings(prefix: &str) -> Settings {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Settings {
+        node_api_host: "127.0.0.1".into(),
+        node_api_port: 0,
+        database_name: format!("{prefix}_{}", &id[..8]),
+        queue_prefix: format!("{prefix}_{}", &id[..8]),
+        log_level: "error".into(),
+        dev_mode: true,
+        rate_limit: unlimited(),
+        ..Settings::default()
+    }
+}
+
 /// A client carrying an admin token for the dev-mode API the benchmarks start.
 fn admin_client() -> anyhow::Result<reqwest::Client> {
     admin_client_for(lucid_api::auth::DEV_SECRET)
@@ -113,17 +129,7 @@ fn admin_client_for(secret: &str) -> anyhow::Result<reqwest::Client> {
 }
 
 pub async fn submit() -> anyhow::Result<()> {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let settings = Settings {
-        node_api_host: "127.0.0.1".into(),
-        node_api_port: 0,
-        database_name: format!("bench_{}", &id[..8]),
-        queue_prefix: format!("bench_{}", &id[..8]),
-        log_level: "error".into(),
-        dev_mode: true,
-        rate_limit: crate::unlimited(),
-        ..Settings::default()
-    };
+    let settings = bench_settings("bench");
     let api = lucid_api::Application::build(settings.clone())
         .await
         .context("build API")?;

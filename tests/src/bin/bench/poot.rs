@@ -87,17 +87,7 @@ pub async fn seed(settings: &Settings) -> anyhow::Result<Db> {
 
 /// Runs the benchmark and prints its report.
 pub async fn run() -> anyhow::Result<()> {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let settings = Settings {
-        node_api_host: "127.0.0.1".into(),
-        node_api_port: 0,
-        database_name: format!("bench_poot_{}", &id[..8]),
-        queue_prefix: format!("bench_poot_{}", &id[..8]),
-        log_level: "error".into(),
-        dev_mode: true,
-        rate_limit: crate::unlimited(),
-        ..Settings::default()
-    };
+    let settings = crate::bench_settings("bench_poot");
     let db = seed(&settings).await?;
 
     let api = lucid_api::Application::build(settings.clone())
