@@ -484,3 +484,32 @@ async fn the_ledger_refuses_unbalanced_entries_and_edits_in_the_database_itself(
         d("5")
     );
 }
+
+/// The API, the workers and the scheduler all migrate the ledger at start;
+/// started together on a new schema, none of them may fail (PostgreSQL's
+/// `CREATE SCHEMA IF NOT EXISTS` alone races on its catalog's unique index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_on_a_new_schema_all_migrate_the_ledger() {
+    use secrecy::ExposeSecret as _;
+    let settings = test_settings();
+    for round in 0..5 {
+        let schema = format!("{}_{round}", settings.postgres_schema);
+        let starts = (0..12).map(|_| {
+            let url = settings.postgres_url.expose_secret().to_string();
+            let schema = schema.clone();
+            tokio::spawn(async move { Ledger::connect(&url, &schema).await })
+        });
+        let results = futures::future::join_all(starts).await;
+        let ledger = Ledger::connect_lazy(settings.postgres_url.expose_secret(), &schema)
+            .expect("ledger pool");
+        let failures: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.expect("join").err().map(|e| format!("{e:#}")))
+            .collect();
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(ledger.pool())
+            .await
+            .expect("drop the test schema");
+        assert!(failures.is_empty(), "round {round}: {failures:?}");
+    }
+}

@@ -187,15 +187,25 @@ impl Ledger {
         Ok(Self { pool })
     }
 
-    /// Creates the schema and runs the migrations (safe on every start, and concurrently).
+    /// Creates the schema and runs the migrations (safe on every start, and
+    /// concurrently: `CREATE SCHEMA IF NOT EXISTS` alone can fail with a
+    /// unique violation when two processes race, so it runs under a
+    /// transaction-scoped advisory lock keyed by the schema's name; sqlx
+    /// serialises the migrations themselves with its own lock).
     pub async fn migrate(&self, schema: &str) -> Result<(), LedgerError> {
         if schema != "public" {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('lucid-ledger-schema:' || $1))")
+                .bind(schema)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(&format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{}\"",
                 schema.replace('"', "")
             ))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         sqlx::migrate!("./migrations").run(&self.pool).await?;
         Ok(())
