@@ -6,6 +6,7 @@
 
 pub mod assess;
 mod chunk;
+mod inputs;
 mod item;
 pub mod proof;
 pub mod repo;

@@ -15,7 +15,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::TryStreamExt;
 use mongodb::{
     Collection, IndexModel,
     bson::{self, Document, doc},
@@ -24,7 +24,7 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 
 use super::{assess::ScoreHistory, score::ScoreBreakdown, validation::Validator};
-use crate::storage::{Db, StorageError, collections, is_duplicate_key};
+use crate::storage::{Db, StorageError, collections, insert_many_new};
 
 /// Snapshots of the nodes a batch touched.
 pub const SNAPSHOTS: &str = "poot_batch_nodes";
@@ -32,8 +32,6 @@ pub const SNAPSHOTS: &str = "poot_batch_nodes";
 const SNAPSHOT_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Cached snapshots per process (about 300 bytes each); the cache is emptied when full.
 const CACHE_CAPACITY: usize = 20_000;
-/// Snapshots computed at once by one chunk.
-const LOAD_CONCURRENCY: usize = 8;
 
 /// A node as a batch sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,14 +151,7 @@ impl Snapshots {
                 None => true,
             });
         }
-        let loaded: Vec<Arc<NodeSnapshot>> = stream::iter(missing)
-            .map(|node: String| {
-                let (this, batch) = (self.clone(), batch_id.to_string());
-                async move { this.load_or_take(&batch, &node, now).await }
-            })
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let loaded = self.load_or_take(batch_id, &missing, now).await?;
         let mut cache = self.lock();
         if cache.len() + loaded.len() > CACHE_CAPACITY {
             cache.clear();
@@ -175,50 +166,94 @@ impl Snapshots {
         Ok(out)
     }
 
+    /// The snapshots of `node_ids` in `batch_id`: the ones already taken
+    /// (by any process), and the rest computed as of `now` and stored, first
+    /// writer wins. A fixed number of commands, whatever the number of nodes.
     async fn load_or_take(
         &self,
         batch_id: &str,
-        node_id: &str,
+        node_ids: &[String],
         now: DateTime<Utc>,
-    ) -> Result<Arc<NodeSnapshot>, StorageError> {
-        let id = key(batch_id, node_id);
-        if let Some(s) = self.snapshots.find_one(doc! { "_id": &id }).await? {
-            return Ok(Arc::new(s));
+    ) -> Result<Vec<Arc<NodeSnapshot>>, StorageError> {
+        let keys: Vec<String> = node_ids.iter().map(|n| key(batch_id, n)).collect();
+        let mut out: Vec<Arc<NodeSnapshot>> = self.find(&keys).await?;
+        let taken: HashSet<&str> = out.iter().map(|s| s.node_id.as_str()).collect();
+        let rest: Vec<&str> = node_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !taken.contains(n))
+            .collect();
+        if rest.is_empty() {
+            return Ok(out);
         }
-        let node = self
+        let mut nodes: HashMap<String, Document> = HashMap::new();
+        let mut cursor = self
             .nodes
-            .find_one(doc! { "_id": node_id })
+            .find(doc! { "_id": { "$in": &rest } })
             .projection(doc! { "node_type": 1, "pool_id": 1 })
             .await?;
-        let mut snapshot = NodeSnapshot {
-            id: id.clone(),
-            batch_id: batch_id.to_string(),
-            node_id: node_id.to_string(),
-            known: node.is_some(),
-            node_type: None,
-            pool_id: None,
-            breakdown: None,
-            history: ScoreHistory::default(),
-            at: bson::DateTime::from_chrono(now),
-        };
-        if let Some(node) = node {
-            let (breakdown, history) = self.validator.score_and_history(node_id, now).await?;
-            snapshot.node_type = node.get_str("node_type").ok().map(String::from);
-            snapshot.pool_id = node.get_str("pool_id").ok().map(String::from);
-            snapshot.breakdown = Some(breakdown);
-            snapshot.history = history;
+        while let Some(node) = cursor.try_next().await? {
+            if let Ok(id) = node.get_str("_id") {
+                nodes.insert(id.to_string(), node);
+            }
         }
-        match self.snapshots.insert_one(&snapshot).await {
-            Ok(_) => Ok(Arc::new(snapshot)),
-            // Another worker took it first: use theirs, so the batch sees one score per node.
-            Err(e) if is_duplicate_key(&e) => Ok(Arc::new(
-                self.snapshots
-                    .find_one(doc! { "_id": &id })
-                    .await?
-                    .unwrap_or(snapshot),
-            )),
-            Err(e) => Err(e.into()),
+        let known: Vec<&str> = rest
+            .iter()
+            .copied()
+            .filter(|n| nodes.contains_key(*n))
+            .collect();
+        let mut scored = self.validator.score_and_history_many(&known, now).await?;
+        let fresh: Vec<NodeSnapshot> = rest
+            .iter()
+            .map(|&node_id| {
+                let node = nodes.get(node_id);
+                let scored = scored.remove(node_id);
+                NodeSnapshot {
+                    id: key(batch_id, node_id),
+                    batch_id: batch_id.to_string(),
+                    node_id: node_id.to_string(),
+                    known: node.is_some(),
+                    node_type: node.and_then(|n| n.get_str("node_type").ok().map(String::from)),
+                    pool_id: node.and_then(|n| n.get_str("pool_id").ok().map(String::from)),
+                    breakdown: scored.as_ref().map(|(b, _)| b.clone()),
+                    history: scored.map(|(_, h)| h).unwrap_or_default(),
+                    at: bson::DateTime::from_chrono(now),
+                }
+            })
+            .collect();
+        // Another worker may have taken some first: use theirs, so the batch sees one score per node.
+        let refused: HashSet<usize> = insert_many_new(&self.snapshots, &fresh)
+            .await?
+            .into_iter()
+            .collect();
+        let theirs: Vec<String> = refused.iter().map(|&i| fresh[i].id.clone()).collect();
+        let mut theirs: HashMap<String, Arc<NodeSnapshot>> = self
+            .find(&theirs)
+            .await?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        for (i, mine) in fresh.into_iter().enumerate() {
+            let stored = refused
+                .contains(&i)
+                .then(|| theirs.remove(&mine.id))
+                .flatten();
+            out.push(stored.unwrap_or_else(|| Arc::new(mine)));
         }
+        Ok(out)
+    }
+
+    async fn find(&self, ids: &[String]) -> Result<Vec<Arc<NodeSnapshot>>, StorageError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<NodeSnapshot> = self
+            .snapshots
+            .find(doc! { "_id": { "$in": ids } })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().map(Arc::new).collect())
     }
 
     /// Of `node_ids`, those whose `poot_score` this process has not yet moved for `batch_id`.

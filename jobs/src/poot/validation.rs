@@ -4,7 +4,6 @@
 use std::{collections::HashMap, time::Instant};
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use mongodb::{
     Collection, IndexModel,
     bson::{self, Document, doc},
@@ -14,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    assess::{HistoryAccumulator, ScoreHistory, assess},
+    assess::{ScoreHistory, assess},
     repo::PootRepo,
-    score::{ScoreBreakdown, score},
+    score::ScoreBreakdown,
 };
-use crate::storage::{Db, StorageError, collections, is_duplicate_key};
+use crate::storage::{Db, StorageError, collections};
 
 /// Resource samples reported by nodes.
 const SAMPLES: &str = "resource_samples";
@@ -78,14 +77,10 @@ pub struct ValidationRecord {
 /// Scores, history and records of PoOT validations.
 #[derive(Debug, Clone)]
 pub struct Validator {
-    poot: PootRepo,
-    records: Collection<ValidationRecord>,
-    samples: Collection<Document>,
+    pub(super) poot: PootRepo,
+    pub(super) records: Collection<ValidationRecord>,
+    pub(super) samples: Collection<Document>,
     nodes: Collection<Document>,
-}
-
-fn number(d: &Document, k: &str) -> Option<f64> {
-    crate::storage::number(d.get(k))
 }
 
 impl Validator {
@@ -116,102 +111,6 @@ impl Validator {
             )
             .await?;
         Ok(())
-    }
-
-    /// Mean CPU % and network Mbps from the node's resource samples since `since`.
-    async fn resource_averages(
-        &self,
-        node_id: &str,
-        since: DateTime<Utc>,
-    ) -> Result<(f64, f64), StorageError> {
-        let since_ms = since.timestamp_millis();
-        let filter = doc! { "node_id": node_id, "ts_ms": { "$gte": since_ms } };
-        let pipeline = vec![
-            doc! { "$match": filter.clone() },
-            doc! { "$group": { "_id": bson::Bson::Null, "cpu": { "$avg": "$cpu.usage_percent" } } },
-        ];
-        let cpu = self
-            .samples
-            .aggregate(pipeline)
-            .await?
-            .try_next()
-            .await?
-            .and_then(|d| number(&d, "cpu"))
-            .unwrap_or(0.0);
-        let first = self
-            .samples
-            .find_one(filter.clone())
-            .sort(doc! { "ts_ms": 1 })
-            .await?;
-        let last = self
-            .samples
-            .find_one(filter)
-            .sort(doc! { "ts_ms": -1 })
-            .await?;
-        let net = match (first, last) {
-            (Some(a), Some(b)) => {
-                let bytes = |d: &Document| {
-                    let n = d.get_document("network").ok();
-                    n.map(|n| {
-                        number(n, "total_bytes_in").unwrap_or(0.0)
-                            + number(n, "total_bytes_out").unwrap_or(0.0)
-                    })
-                    .unwrap_or(0.0)
-                };
-                let secs = (number(&b, "ts_ms").unwrap_or(0.0)
-                    - number(&a, "ts_ms").unwrap_or(0.0))
-                    / 1000.0;
-                if secs > 0.0 {
-                    ((bytes(&b) - bytes(&a)).max(0.0) * 8.0 / 1e6) / secs
-                } else {
-                    0.0
-                }
-            }
-            _ => 0.0,
-        };
-        Ok((cpu, net))
-    }
-
-    /// The node's recent validation scores, summarized in one streaming pass.
-    async fn history(
-        &self,
-        node_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ScoreHistory, StorageError> {
-        let since = bson::DateTime::from_millis(now.timestamp_millis() - 168 * 3600 * 1000);
-        let day_ago = bson::DateTime::from_millis(now.timestamp_millis() - 24 * 3600 * 1000);
-        let mut rows = self
-            .records
-            .clone_with_type::<Document>()
-            .find(doc! { "node_id": node_id, "validated_at": { "$gte": since }, "output_hash": { "$ne": bson::Bson::Null } })
-            .projection(doc! { "_id": 0, "score": 1, "validated_at": 1 })
-            .await?;
-        let mut acc = HistoryAccumulator::default();
-        while let Some(r) = rows.try_next().await? {
-            let Some(s) = number(&r, "score") else {
-                continue;
-            };
-            acc.push_168h(s);
-            if r.get_datetime("validated_at").is_ok_and(|t| *t >= day_ago) {
-                acc.push_24h(s);
-            }
-        }
-        Ok(acc.finish())
-    }
-
-    /// The node's score over the window ending `now`, and its history.
-    pub async fn score_and_history(
-        &self,
-        node_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(ScoreBreakdown, ScoreHistory), StorageError> {
-        let mut inputs = self.poot.window(node_id, now).await?;
-        let since = now - chrono::Duration::seconds(self.poot.config().window_seconds as i64);
-        (inputs.cpu_utilisation_avg, inputs.network_mbps_avg) =
-            self.resource_averages(node_id, since).await?;
-        let breakdown = score(&inputs, self.poot.config());
-        let history = self.history(node_id, now).await?;
-        Ok((breakdown, history))
     }
 
     /// Builds the record of a validation whose output hashed to `output_hash`.
@@ -313,26 +212,7 @@ impl Validator {
     /// duplicates (an `_id` already stored by an earlier run, or a
     /// `nonce_key` already used), empty when every record was new.
     pub async fn insert(&self, records: &[ValidationRecord]) -> Result<Vec<usize>, StorageError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self.records.insert_many(records).ordered(false).await {
-            Ok(_) => Ok(Vec::new()),
-            Err(e) if is_duplicate_key(&e) => match e.kind.as_ref() {
-                mongodb::error::ErrorKind::InsertMany(m) => Ok(m
-                    .write_errors
-                    .as_ref()
-                    .map(|w| {
-                        w.iter()
-                            .filter(|e| e.code == 11000)
-                            .map(|e| e.index)
-                            .collect()
-                    })
-                    .unwrap_or_default()),
-                _ => Ok((0..records.len()).collect()),
-            },
-            Err(e) => Err(e.into()),
-        }
+        crate::storage::insert_many_new(&self.records, records).await
     }
 
     /// Moves each node's `poot_score` to its latest scored record, never backwards in time.

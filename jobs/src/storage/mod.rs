@@ -206,6 +206,33 @@ pub fn number(value: Option<&mongodb::bson::Bson>) -> Option<f64> {
     }
 }
 
+/// Inserts `docs` unordered, each at most once: returns the positions the
+/// server refused as duplicates (a unique key already stored), empty when
+/// every document was new. Any other failure is an error.
+pub async fn insert_many_new<T>(
+    collection: &mongodb::Collection<T>,
+    docs: &[T],
+) -> Result<Vec<usize>, StorageError>
+where
+    T: serde::Serialize + Send + Sync,
+{
+    if docs.is_empty() {
+        return Ok(Vec::new());
+    }
+    match collection.insert_many(docs).ordered(false).await {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) if is_duplicate_key(&e) => match e.kind.as_ref() {
+            mongodb::error::ErrorKind::InsertMany(m) => Ok(m
+                .write_errors
+                .as_ref()
+                .map(|w| w.iter().map(|e| e.index).collect())
+                .unwrap_or_default()),
+            _ => Ok((0..docs.len()).collect()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether a write failed only because the document already exists
 /// (duplicate key, code 11000): the idempotent "already done" case.
 pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {

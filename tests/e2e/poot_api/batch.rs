@@ -15,9 +15,25 @@ async fn a_batch_with_the_real_model_fails_exactly_the_bad_items_and_scores_the_
     let idle = create_node(&app, "worker").await;
     give_work(&app, &e1, 0).await;
     give_work(&app, &e2, 5).await;
+    // Resource samples for e2 only: the batch scores its nodes in one query
+    // each for proofs, samples and history, and each must get its own.
+    let now = Utc::now();
+    for body in [
+        resource_sample(now - chrono::Duration::seconds(100), 40.0, 0, 0),
+        resource_sample(now, 60.0, 1_000_000_000, 250_000_000),
+    ] {
+        app.api_call(
+            Method::POST,
+            &format!("/api/v1/nodes/{}/resources", e2.id),
+            Some(&body),
+        )
+        .await
+        .expect(201, "report resources");
+    }
     let score1 = f(&calculate(&app, &e1.id).await["score"]);
     let score2 = f(&calculate(&app, &e2.id).await["score"]);
-    assert_eq!((score1, score2), (29.75, 31.75));
+    // e2: 31.75 + 0.15 · 50 % CPU + 0.10 · (100 Mbps / 10).
+    assert_eq!((score1, score2), (29.75, 40.25));
 
     let now = Utc::now();
     let ok = b64(b"batch output");
