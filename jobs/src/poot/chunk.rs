@@ -240,7 +240,6 @@ pub async fn run_chunk(
         .await
         .context("store validation records")?;
     let all_new = duplicates.is_empty();
-    let mut replayed = HashSet::new();
     if !all_new {
         let ids: Vec<&str> = duplicates
             .iter()
@@ -261,22 +260,7 @@ pub async fn run_chunk(
             .insert(&replays)
             .await
             .context("store replayed items")?;
-        replayed.extend(replays.into_iter().map(|r| r.validation_id));
     }
-    // Each process moves a node's poot_score once per batch (the score is the batch's snapshot).
-    let unpublished = ctx.snapshots.unpublished(&batch_id, &node_ids);
-    ctx.validator
-        .publish_scores(
-            records
-                .iter()
-                .filter(|r| {
-                    unpublished.contains(r.node_id.as_str()) && !replayed.contains(&r.validation_id)
-                })
-                .collect(),
-        )
-        .await
-        .context("update node scores")?;
-    ctx.snapshots.mark_published(&batch_id, &unpublished);
 
     // Count what is stored: the first run's records win on a re-run.
     let (total, failed) = if all_new {

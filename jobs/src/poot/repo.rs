@@ -1,7 +1,5 @@
 //! Storage of work proofs and refusals, and the window the score is computed over.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::{
@@ -127,68 +125,50 @@ impl PootRepo {
         Ok(())
     }
 
-    /// The window's proofs and refusals of each of `node_ids`, summed for
-    /// scoring: two commands whatever the number of nodes (one proof query,
-    /// one refusal count per node). Every node gets an entry. CPU and
-    /// network averages come from the caller (resource samples).
-    pub async fn windows(
+    /// The window's proofs and refusals of a node, summed for scoring.
+    /// CPU and network averages come from the caller (resource samples).
+    pub async fn window(
         &self,
-        node_ids: &[&str],
+        node_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<HashMap<String, WindowInputs>, StorageError> {
+    ) -> Result<WindowInputs, StorageError> {
         let c = &self.config;
         let now_slot = now.timestamp().max(0) as u64 / c.slot_seconds;
         let from_slot = now_slot.saturating_sub(c.window_seconds / c.slot_seconds);
-        let mut windows: HashMap<String, (WindowInputs, HashSet<i64>)> = node_ids
-            .iter()
-            .map(|n| (n.to_string(), Default::default()))
-            .collect();
-        let mut proofs = self
+        let proofs: Vec<ProofDoc> = self
             .proofs
-            .find(doc! { "node_id": { "$in": node_ids }, "slot": { "$gt": from_slot as i64, "$lte": now_slot as i64 } })
+            .find(doc! { "node_id": node_id, "slot": { "$gt": from_slot as i64, "$lte": now_slot as i64 } })
+            .await?
+            .try_collect()
             .await?;
-        while let Some(p) = proofs.try_next().await? {
-            let Some((w, slots)) = windows.get_mut(&p.node_id) else {
-                continue;
-            };
+        let mut w = WindowInputs::default();
+        let mut slots = std::collections::HashSet::new();
+        for p in &proofs {
             slots.insert(p.slot);
-            w.accepted_proofs += 1;
-            match p.kind {
+            match &p.kind {
                 ProofKind::RelayBandwidth {
                     bytes,
                     sessions,
                     duration_seconds,
-                } => w.relays.push((bytes, sessions, duration_seconds)),
-                ProofKind::StorageAvailability { gb, chunks } => w.storage.push((gb, chunks)),
+                } => w.relays.push((*bytes, *sessions, *duration_seconds)),
+                ProofKind::StorageAvailability { gb, chunks } => w.storage.push((*gb, *chunks)),
                 ProofKind::ValidationSignature { validated_sessions } => {
                     w.validated_sessions += validated_sessions
                 }
                 ProofKind::UptimeBeacon { seconds } => {
-                    w.uptime_seconds += seconds.min(c.slot_seconds)
+                    w.uptime_seconds += (*seconds).min(c.slot_seconds)
                 }
             }
         }
+        w.slots_with_proof = slots.len() as u64;
+        w.accepted_proofs = proofs.len() as u64;
         let since = bson::DateTime::from_millis(
             (now.timestamp_millis() - (c.window_seconds * 1000) as i64).max(0),
         );
-        let mut refused = self
+        w.refused_proofs = self
             .refusals
-            .aggregate(vec![
-                doc! { "$match": { "node_id": { "$in": node_ids }, "at": { "$gt": since } } },
-                doc! { "$group": { "_id": "$node_id", "n": { "$sum": 1 } } },
-            ])
+            .count_documents(doc! { "node_id": node_id, "at": { "$gt": since } })
             .await?;
-        while let Some(row) = refused.try_next().await? {
-            if let Some((w, _)) = row.get_str("_id").ok().and_then(|n| windows.get_mut(n)) {
-                w.refused_proofs = crate::storage::number(row.get("n")).unwrap_or(0.0) as u64;
-            }
-        }
-        Ok(windows
-            .into_iter()
-            .map(|(node, (mut w, slots))| {
-                w.slots_with_proof = slots.len() as u64;
-                (node, w)
-            })
-            .collect())
+        Ok(w)
     }
 }

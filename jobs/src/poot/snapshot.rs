@@ -7,7 +7,9 @@
 //! reuses that snapshot, through a bounded in-process cache. So a
 //! 100,000-item batch over 1,000 nodes scores 1,000 times rather than
 //! 100,000, every item of a node in a batch gets the same score, and a chunk
-//! re-run after a crash scores exactly as its first run did.
+//! re-run after a crash scores exactly as its first run did. The process
+//! that computes a snapshot also moves the node's `poot_score` to it, so a
+//! batch writes each node once.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -57,20 +59,13 @@ pub struct NodeSnapshot {
     pub at: bson::DateTime,
 }
 
-#[derive(Debug)]
-struct Cached {
-    snapshot: Arc<NodeSnapshot>,
-    /// Whether this process already moved the node's `poot_score` for this batch.
-    score_published: bool,
-}
-
 /// Loads, computes and caches node snapshots.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     snapshots: Collection<NodeSnapshot>,
     nodes: Collection<Document>,
     validator: Validator,
-    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    cache: Arc<Mutex<HashMap<String, Arc<NodeSnapshot>>>>,
     /// One chunk at a time loads missing snapshots in this process, so chunks
     /// running at once do not all compute the same nodes.
     load: Arc<tokio::sync::Mutex<()>>,
@@ -109,7 +104,7 @@ impl Snapshots {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<NodeSnapshot>>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -130,7 +125,7 @@ impl Snapshots {
             for node in node_ids {
                 match cache.get(&key(batch_id, node)) {
                     Some(c) => {
-                        out.insert(node.to_string(), c.snapshot.clone());
+                        out.insert(node.to_string(), c.clone());
                     }
                     None => missing.push(node.to_string()),
                 }
@@ -145,7 +140,7 @@ impl Snapshots {
             let cache = self.lock();
             missing.retain(|node| match cache.get(&key(batch_id, node)) {
                 Some(c) => {
-                    out.insert(node.clone(), c.snapshot.clone());
+                    out.insert(node.clone(), c.clone());
                     false
                 }
                 None => true,
@@ -158,10 +153,7 @@ impl Snapshots {
         }
         for s in loaded {
             out.insert(s.node_id.clone(), s.clone());
-            cache.entry(s.id.clone()).or_insert(Cached {
-                snapshot: s,
-                score_published: false,
-            });
+            cache.entry(s.id.clone()).or_insert(s);
         }
         Ok(out)
     }
@@ -221,6 +213,14 @@ impl Snapshots {
                 }
             })
             .collect();
+        // The batch moves each node's `poot_score` to its snapshot's score,
+        // once: here, before the snapshot is stored, so a crash in between
+        // leaves the snapshot to be computed, and published, again.
+        let scores: Vec<(&str, f64, bson::DateTime)> = fresh
+            .iter()
+            .filter_map(|s| Some((s.node_id.as_str(), s.breakdown.as_ref()?.score, s.at)))
+            .collect();
+        self.validator.publish_scores(&scores).await?;
         // Another worker may have taken some first: use theirs, so the batch sees one score per node.
         let refused: HashSet<usize> = insert_many_new(&self.snapshots, &fresh)
             .await?
@@ -254,29 +254,5 @@ impl Snapshots {
             .try_collect()
             .await?;
         Ok(found.into_iter().map(Arc::new).collect())
-    }
-
-    /// Of `node_ids`, those whose `poot_score` this process has not yet moved for `batch_id`.
-    pub fn unpublished<'a>(&self, batch_id: &str, node_ids: &HashSet<&'a str>) -> HashSet<&'a str> {
-        let cache = self.lock();
-        node_ids
-            .iter()
-            .filter(|n| {
-                cache
-                    .get(&key(batch_id, n))
-                    .is_none_or(|c| !c.score_published)
-            })
-            .copied()
-            .collect()
-    }
-
-    /// Records that this process moved the `poot_score` of `node_ids` for `batch_id`.
-    pub fn mark_published(&self, batch_id: &str, node_ids: &HashSet<&str>) {
-        let mut cache = self.lock();
-        for n in node_ids {
-            if let Some(c) = cache.get_mut(&key(batch_id, n)) {
-                c.score_published = true;
-            }
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! Validating a node's PoOT output: the score from its window, judged against
 //! its history, recorded once as a [`ValidationRecord`].
 
-use std::{collections::HashMap, time::Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use mongodb::{
@@ -204,7 +204,10 @@ impl Validator {
         if !self.insert(std::slice::from_ref(record)).await?.is_empty() {
             return Ok(false);
         }
-        self.publish_scores(vec![record]).await?;
+        if record.output_hash.is_some() {
+            self.publish_scores(&[(&record.node_id, record.score, record.validated_at)])
+                .await?;
+        }
         Ok(true)
     }
 
@@ -215,29 +218,22 @@ impl Validator {
         crate::storage::insert_many_new(&self.records, records).await
     }
 
-    /// Moves each node's `poot_score` to its latest scored record, never backwards in time.
+    /// Moves each node's `poot_score` to `(score, as of)`, never backwards
+    /// in time (a later value already stored wins).
     pub async fn publish_scores(
         &self,
-        records: Vec<&ValidationRecord>,
+        scores: &[(&str, f64, bson::DateTime)],
     ) -> Result<(), StorageError> {
-        let mut latest: HashMap<&str, &ValidationRecord> = HashMap::new();
-        // Only scored records (an input error has no output hash) move the node's score.
-        for r in records.into_iter().filter(|r| r.output_hash.is_some()) {
-            let e = latest.entry(r.node_id.as_str()).or_insert(r);
-            if r.validated_at > e.validated_at {
-                *e = r;
-            }
-        }
         // One `update` command with a statement per node (standard since
         // MongoDB 2.6): one round trip and one commit instead of one per node.
         // `$not: {$gte}` also matches a node never scored, and keeps each
         // statement routed by `_id` (an `$or` would not be).
-        let statements: Vec<Document> = latest
-            .into_iter()
-            .map(|(node, r)| {
+        let statements: Vec<Document> = scores
+            .iter()
+            .map(|&(node, score, at)| {
                 doc! {
-                    "q": { "_id": node, "poot_scored_at": { "$not": { "$gte": r.validated_at } } },
-                    "u": { "$set": { "poot_score": r.score, "poot_scored_at": r.validated_at } },
+                    "q": { "_id": node, "poot_scored_at": { "$not": { "$gte": at } } },
+                    "u": { "$set": { "poot_score": score, "poot_scored_at": at } },
                 }
             })
             .collect();
