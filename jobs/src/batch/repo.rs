@@ -153,14 +153,14 @@ impl BatchRepo {
 
     /// If every chunk has finished, moves the batch to its final status.
     /// Returns the status when *this* call made the transition (exactly one
-    /// caller wins, so the completion callback is enqueued once).
+    /// caller wins, so the completion callback is enqueued once). `record`
+    /// may have been read earlier (when a chunk started): only its id and
+    /// chunk count are trusted, and only a batch still queued or running moves.
     pub async fn finalize_if_done(
         &self,
-        batch_id: &str,
+        record: &BatchRecord,
     ) -> Result<Option<BatchStatus>, StorageError> {
-        let Some(record) = self.get(batch_id).await? else {
-            return Ok(None);
-        };
+        let batch_id = record.batch_id.as_str();
         if record.status.is_final() {
             return Ok(None);
         }

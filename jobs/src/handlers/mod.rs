@@ -92,7 +92,7 @@ impl JobContext {
 pub async fn finalize_batch(ctx: &JobContext, batch: &BatchRecord) -> anyhow::Result<()> {
     let Some(status) = ctx
         .batches
-        .finalize_if_done(&batch.batch_id)
+        .finalize_if_done(batch)
         .await
         .context("finalize batch")?
     else {

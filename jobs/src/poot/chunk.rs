@@ -114,7 +114,7 @@ pub async fn submit_batch_with_id(
     if jobs.is_empty() {
         // Nothing to run (a sweep with no active node): the batch is done.
         ctx.batches
-            .finalize_if_done(&record.batch_id)
+            .finalize_if_done(&record)
             .await
             .context("finalize empty batch")?;
         return Ok(record);

@@ -128,7 +128,7 @@ pub async fn submit_all(ctx: &JobContext, batch_id: Option<String>) -> anyhow::R
         return ctx.batches.get(&batch_id).await?.context("batch vanished");
     }
     if jobs.is_empty() {
-        ctx.batches.finalize_if_done(&batch_id).await?;
+        ctx.batches.finalize_if_done(&record).await?;
     } else {
         ctx.queue
             .enqueue_many(SCALING_QUEUE, jobs)
