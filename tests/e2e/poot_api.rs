@@ -585,27 +585,33 @@ fn resource_sample(t: DateTime<Utc>, cpu: f64, bytes_in: u64, bytes_out: u64) ->
     })
 }
 
+/// Reports `samples` for `node_id` through the API.
+async fn report_samples(app: &TestApp, node_id: &str, samples: &[Value]) {
+    for body in samples {
+        app.api_call(
+            Method::POST,
+            &format!("/api/v1/nodes/{node_id}/resources"),
+            Some(body),
+        )
+        .await
+        .expect(201, "report resources");
+    }
+}
+
 #[tokio::test]
 async fn cpu_and_network_components_come_from_the_nodes_resource_samples_in_the_window() {
     let app = api_only().await;
     let node = create_node(&app, "compute").await;
     give_work(&app, &node, 0).await;
     let now = Utc::now();
-    for body in [
+    let samples = [
         // Outside the window: would pull the average up to 66.67 % if counted.
         resource_sample(now - chrono::Duration::days(8), 100.0, 0, 0),
         resource_sample(now - chrono::Duration::seconds(100), 40.0, 0, 0),
         // 1.25e9 bytes in 100 s = 1e10 bits / 100 s = 100 Mbps.
         resource_sample(now, 60.0, 1_000_000_000, 250_000_000),
-    ] {
-        app.api_call(
-            Method::POST,
-            &format!("/api/v1/nodes/{}/resources", node.id),
-            Some(&body),
-        )
-        .await
-        .expect(201, "report resources");
-    }
+    ];
+    report_samples(&app, &node.id, &samples).await;
     let c = calculate(&app, &node.id).await;
     assert_close(&c["cpu_utilisation_avg"], 50.0, "cpu mean of 40 and 60");
     assert_close(&c["network_mbps_avg"], 100.0, "network Mbps");

@@ -18,18 +18,11 @@ async fn a_batch_with_the_real_model_fails_exactly_the_bad_items_and_scores_the_
     // Resource samples for e2 only: the batch scores its nodes in one query
     // each for proofs, samples and history, and each must get its own.
     let now = Utc::now();
-    for body in [
+    let samples = [
         resource_sample(now - chrono::Duration::seconds(100), 40.0, 0, 0),
         resource_sample(now, 60.0, 1_000_000_000, 250_000_000),
-    ] {
-        app.api_call(
-            Method::POST,
-            &format!("/api/v1/nodes/{}/resources", e2.id),
-            Some(&body),
-        )
-        .await
-        .expect(201, "report resources");
-    }
+    ];
+    report_samples(&app, &e2.id, &samples).await;
     let score1 = f(&calculate(&app, &e1.id).await["score"]);
     let score2 = f(&calculate(&app, &e2.id).await["score"]);
     // e2: 31.75 + 0.15 · 50 % CPU + 0.10 · (100 Mbps / 10).
