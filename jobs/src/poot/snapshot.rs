@@ -160,7 +160,9 @@ impl Snapshots {
 
     /// The snapshots of `node_ids` in `batch_id`: the ones already taken
     /// (by any process), and the rest computed as of `now` and stored, first
-    /// writer wins. A fixed number of commands, whatever the number of nodes.
+    /// writer wins: one lookup of the snapshots, one of the nodes, one score
+    /// update and one insert for the chunk, plus the scoring reads of each
+    /// node not yet taken.
     async fn load_or_take(
         &self,
         batch_id: &str,
