@@ -30,6 +30,8 @@ use crate::storage::{Db, StorageError, collections, insert_many_new};
 
 /// Snapshots of the nodes a batch touched.
 pub const SNAPSHOTS: &str = "poot_batch_nodes";
+/// Snapshots computed and stored together (see [`Snapshots::get_many`]).
+const TAKE_GROUP: usize = 50;
 /// Snapshots are dropped a week after they were taken (TTL index).
 const SNAPSHOT_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Cached snapshots per process (about 300 bytes each); the cache is emptied when full.
@@ -160,9 +162,10 @@ impl Snapshots {
 
     /// The snapshots of `node_ids` in `batch_id`: the ones already taken
     /// (by any process), and the rest computed as of `now` and stored, first
-    /// writer wins: one lookup of the snapshots, one of the nodes, one score
-    /// update and one insert for the chunk, plus the scoring reads of each
-    /// node not yet taken.
+    /// writer wins. Nodes not yet taken are computed and stored
+    /// [`TAKE_GROUP`] at a time (a lookup of the nodes, the scoring reads of
+    /// each, one score update and one insert per group), so a worker killed
+    /// mid-chunk keeps the groups it finished.
     async fn load_or_take(
         &self,
         batch_id: &str,
@@ -177,13 +180,24 @@ impl Snapshots {
             .map(String::as_str)
             .filter(|n| !taken.contains(n))
             .collect();
-        if rest.is_empty() {
-            return Ok(out);
+        for group in rest.chunks(TAKE_GROUP) {
+            out.extend(self.take(batch_id, group, now).await?);
         }
+        Ok(out)
+    }
+
+    /// Computes, publishes and stores the snapshots of `group` (first writer
+    /// wins: where another process stored one first, theirs is returned).
+    async fn take(
+        &self,
+        batch_id: &str,
+        group: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Arc<NodeSnapshot>>, StorageError> {
         let mut nodes: HashMap<String, Document> = HashMap::new();
         let mut cursor = self
             .nodes
-            .find(doc! { "_id": { "$in": &rest } })
+            .find(doc! { "_id": { "$in": group } })
             .projection(doc! { "node_type": 1, "pool_id": 1 })
             .await?;
         while let Some(node) = cursor.try_next().await? {
@@ -191,13 +205,13 @@ impl Snapshots {
                 nodes.insert(id.to_string(), node);
             }
         }
-        let known: Vec<&str> = rest
+        let known: Vec<&str> = group
             .iter()
             .copied()
             .filter(|n| nodes.contains_key(*n))
             .collect();
         let mut scored = self.validator.score_and_history_many(&known, now).await?;
-        let fresh: Vec<NodeSnapshot> = rest
+        let fresh: Vec<NodeSnapshot> = group
             .iter()
             .map(|&node_id| {
                 let node = nodes.get(node_id);
@@ -224,6 +238,7 @@ impl Snapshots {
             .collect();
         self.validator.publish_scores(&scores).await?;
         // Another worker may have taken some first: use theirs, so the batch sees one score per node.
+        let mut taken = Vec::with_capacity(fresh.len());
         let refused: HashSet<usize> = insert_many_new(&self.snapshots, &fresh)
             .await?
             .into_iter()
@@ -240,9 +255,9 @@ impl Snapshots {
                 .contains(&i)
                 .then(|| theirs.remove(&mine.id))
                 .flatten();
-            out.push(stored.unwrap_or_else(|| Arc::new(mine)));
+            taken.push(stored.unwrap_or_else(|| Arc::new(mine)));
         }
-        Ok(out)
+        Ok(taken)
     }
 
     async fn find(&self, ids: &[String]) -> Result<Vec<Arc<NodeSnapshot>>, StorageError> {
