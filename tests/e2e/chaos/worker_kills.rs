@@ -20,9 +20,10 @@ const PAYOUTS: usize = 1_000;
 const WORKERS: usize = 3;
 /// Time between two kills.
 const KILL_EVERY: Duration = Duration::from_secs(3);
-/// Bound of the whole run (measured on 2 cores under other builds: 212 s
-/// for both batches, 241 s for the test; nextest kills it at 480 s).
-const DEADLINE: Duration = Duration::from_secs(420);
+/// Bound of the whole run, a liveness bound rather than a speed target
+/// (both batches: 212–287 s on earlier days, 383–446 s on 2026-11-27, when
+/// the same machine ran slower); nextest kills it at 660 s.
+const DEADLINE: Duration = Duration::from_secs(600);
 
 /// Whether a worker holds a running job of a queue.
 async fn holds_jobs(app: &TestApp, worker: &str) -> bool {
