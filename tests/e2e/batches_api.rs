@@ -563,6 +563,29 @@ async fn an_all_valid_batch_ends_completed_with_every_item_succeeded() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_submissions_at_once_are_each_accepted_with_their_own_batch_stored_once() {
+    let app = spawn_app_with(test_settings(), 0).await;
+    let submissions = (0..100).map(|i| {
+        let body = json!({ "validations": [ItemBuilder::new(&format!("node_{i}")).build()] });
+        let app = &app;
+        async move { app.submit_batch(&body).await }
+    });
+    let mut ids: Vec<String> = futures::future::join_all(submissions).await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "one batch per submission");
+    let batches = app.db.collection::<Document>("batches");
+    assert_eq!(batches.count_documents(doc! {}).await.expect("count"), 100);
+    for id in &ids {
+        let view = app.get_json(&format!("/api/v1/batches/{id}"), 200).await;
+        assert_eq!(view["total"], 1, "{view}");
+        assert_eq!(view["status"], "queued", "no worker runs: {view}");
+    }
+    let queued = app.queue.counts("poot-validation").await.expect("counts");
+    assert_eq!(queued.queued, 100, "one chunk job per batch");
+}
+
 // ---------------------------------------------------------------------------
 // Refused submissions.
 // ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ mod resources_api;
 mod scaling_api;
 mod scheduler;
 mod security;
+mod storage;
 mod worker_kill;
 // After `queue_guarantees`, whose `start_worker!` it uses.
 mod chaos;

@@ -7,12 +7,14 @@ use mongodb::{
 };
 
 use super::{BatchRecord, BatchStatus, BatchView, ChunkResult};
-use crate::storage::{Db, StorageError, collections};
+use crate::storage::{Db, StorageError, coalesce::InsertCoalescer, collections};
 
 /// Batches and their chunk summaries.
 #[derive(Debug, Clone)]
 pub struct BatchRepo {
     batches: Collection<BatchRecord>,
+    /// New batch records, grouped across concurrent submissions.
+    new_batches: InsertCoalescer<BatchRecord>,
     chunks: Collection<ChunkResult>,
 }
 
@@ -38,19 +40,15 @@ impl BatchRepo {
     pub fn new(db: &Db) -> Self {
         Self {
             batches: db.collection(collections::BATCHES),
+            new_batches: InsertCoalescer::new(db.collection(collections::BATCHES)),
             chunks: db.collection(collections::JOBS),
         }
     }
 
-    /// Stores a new batch.
-    pub async fn create(&self, record: &BatchRecord) -> Result<(), StorageError> {
-        self.batches.insert_one(record).await?;
-        Ok(())
-    }
-
-    /// Stores a new batch; false when its id exists (idempotent submissions).
+    /// Stores a new batch; false when its id exists (idempotent
+    /// submissions). Concurrent submissions share one `insert_many`.
     pub async fn insert_if_absent(&self, record: &BatchRecord) -> Result<bool, StorageError> {
-        crate::storage::insert_new(&self.batches, record).await
+        self.new_batches.insert_new(record.clone()).await
     }
 
     /// A page of batches, newest first, and the total.

@@ -23,7 +23,7 @@ use super::{
 use crate::storage::{StorageError, number};
 
 /// Mean CPU % and network Mbps of one node's samples.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default)]
 struct ResourceAverages {
     cpu: f64,
     network_mbps: f64,

@@ -3,6 +3,7 @@
 //! Only standard MongoDB 7 features are used (the local SecantusDB surrogate
 //! and production's replica set both accept them).
 
+pub mod coalesce;
 pub mod nodes;
 pub mod pools;
 pub mod resources;
@@ -33,7 +34,7 @@ pub mod collections {
 }
 
 /// A storage call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The driver reported an error (its text is for logs, never for clients).
     #[error("mongodb: {0}")]
@@ -41,6 +42,9 @@ pub enum StorageError {
     /// A document could not be (de)serialized.
     #[error("bson: {0}")]
     Bson(String),
+    /// The task carrying the call ended before it answered (see [`coalesce`]).
+    #[error("storage call interrupted")]
+    Interrupted,
 }
 
 impl From<mongodb::bson::ser::Error> for StorageError {
