@@ -11,6 +11,23 @@ pub fn current_request_id() -> String {
     lucid_jobs::telemetry::current_request_id()
 }
 
+/// Runs `fut` to completion on a task of its own, in the current request's
+/// id and span. A submission that stores and then enqueues uses it: when the
+/// client hangs up, hyper drops the handler, and the work must not stop
+/// between the two steps. `Err` only if the task panicked.
+pub async fn run_to_completion<F>(fut: F) -> Result<F::Output, tokio::task::JoinError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = lucid_jobs::telemetry::with_request_id(current_request_id(), fut);
+    tokio::spawn(tracing::Instrument::instrument(
+        task,
+        tracing::Span::current(),
+    ))
+    .await
+}
+
 /// Middleware: assigns the id and runs the rest of the stack inside its scope.
 pub async fn assign(mut req: Request, next: Next) -> Response {
     let id = req

@@ -586,6 +586,57 @@ async fn a_hundred_submissions_at_once_are_each_accepted_with_their_own_batch_st
     assert_eq!(queued.queued, 100, "one chunk job per batch");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_submission_leaves_no_batch_without_its_chunks() {
+    let app = spawn_app_with(test_settings(), 0).await;
+    let items: Vec<Value> = (0..20_000)
+        .map(|_| ItemBuilder::new("node_x").build())
+        .collect();
+    let body = serde_json::to_vec(&json!({ "validations": items })).expect("json");
+    let url = format!("{}/api/v1/nodes/poot/batch-validate", app.address);
+    let post = |timeout: Option<Duration>| {
+        let mut req = app
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        req.send()
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(post(None).await.expect("submit").status(), 202);
+    let whole = started.elapsed();
+
+    // Hang up at 24 points spread over the time a whole submission takes.
+    let mut cut = 0;
+    for k in 1..=24u32 {
+        if post(Some(whole * k / 24)).await.is_err() {
+            cut += 1;
+        }
+    }
+    assert!(cut > 0, "no submission was cut short ({whole:?} each)");
+
+    // Every stored batch gets all its chunks queued: a submission the
+    // client walked away from still finishes on the server.
+    let batches = app.db.collection::<Document>("batches");
+    let (stored, chunks) = eventually(
+        Duration::from_secs(30),
+        "every stored batch to have its chunks queued",
+        || async {
+            let stored = batches.count_documents(doc! {}).await.ok()?;
+            let queued = app.queue.counts("poot-validation").await.ok()?.queued;
+            (queued == stored * 40).then_some((stored, queued))
+        },
+    )
+    .await;
+    assert!(
+        stored >= 1 && chunks == stored * 40,
+        "{stored} batches, {chunks} chunks"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Refused submissions.
 // ---------------------------------------------------------------------------

@@ -437,7 +437,6 @@ impl ItemBuilder {
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`.
 /// Waits until the process serving `base` (`http://127.0.0.1:PORT`) answers
 /// `GET /ready` with 200.
 pub async fn wait_until_ready(base: &str) {
@@ -452,6 +451,7 @@ pub async fn wait_until_ready(base: &str) {
     .await;
 }
 
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,

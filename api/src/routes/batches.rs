@@ -93,16 +93,23 @@ pub async fn batch_validate(
             ));
         }
     }
-    let record = submit_batch(&state.jobs, body.validations, body.callback_url)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "batch submission failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                codes::BATCH_FAILED,
-                "the batch could not be queued; retry later",
-            )
-        })?;
+    // A client that hangs up mid-submission must not leave a stored batch
+    // with no chunks queued.
+    let jobs = state.jobs.clone();
+    let record = crate::request_id::run_to_completion(async move {
+        submit_batch(&jobs, body.validations, body.callback_url).await
+    })
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|submitted| submitted)
+    .map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "batch submission failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::BATCH_FAILED,
+            "the batch could not be queued; retry later",
+        )
+    })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(BatchAcceptedOut {

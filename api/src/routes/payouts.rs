@@ -354,31 +354,43 @@ pub async fn submit_payout_batch(
         request_hash: hex::encode(hasher.finalize()),
         created_at: mongodb::bson::DateTime::now(),
     };
-    let repo = &state.jobs.payouts;
-    if !repo.insert_batch(&record).await? {
-        let same = repo
-            .batch(&batch_id)
-            .await?
-            .is_some_and(|b| b.request_hash == record.request_hash);
-        if !same {
-            return Err(ApiError::conflict(
-                codes::CONFLICT,
-                format!("batch {batch_id} exists with other payouts"),
-            ));
+    // Every step is idempotent (deterministic ids), so a replay completes a
+    // submission that was interrupted between them; and a client that hangs
+    // up does not interrupt one (it runs to completion on its own task).
+    let jobs = state.jobs.clone();
+    let id = batch_id.clone();
+    let total = record.total;
+    crate::request_id::run_to_completion(async move {
+        let repo = &jobs.payouts;
+        if !repo.insert_batch(&record).await? {
+            let same = repo
+                .batch(&id)
+                .await?
+                .is_some_and(|b| b.request_hash == record.request_hash);
+            if !same {
+                return Err(ApiError::conflict(
+                    codes::CONFLICT,
+                    format!("batch {id} exists with other payouts"),
+                ));
+            }
         }
-    }
-    // Both steps are idempotent (deterministic ids), so a replay completes a
-    // submission that was interrupted between them.
-    repo.insert_many(&payouts).await?;
-    enqueue_payouts(&state.jobs, &payouts)
-        .await
-        .map_err(queue_down)?;
+        repo.insert_many(&payouts).await?;
+        enqueue_payouts(&jobs, &payouts).await.map_err(queue_down)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::BATCH_FAILED,
+            "the batch could not be queued; retry later",
+        )
+    })??;
     Ok((
         StatusCode::ACCEPTED,
         Json(PayoutBatchAccepted {
             status_url: format!("/api/v1/nodes/payouts/batch/{batch_id}"),
             batch_id,
-            total: record.total,
+            total,
         }),
     ))
 }
