@@ -165,7 +165,8 @@ impl Snapshots {
     /// writer wins. Nodes not yet taken are computed and stored
     /// [`TAKE_GROUP`] at a time (a lookup of the nodes, the scoring reads of
     /// each, one score update and one insert per group), so a worker killed
-    /// mid-chunk keeps the groups it finished.
+    /// mid-chunk keeps the groups it finished; each group after the first is
+    /// looked up again first, and each call starts at a random group.
     async fn load_or_take(
         &self,
         batch_id: &str,
@@ -180,8 +181,24 @@ impl Snapshots {
             .map(String::as_str)
             .filter(|n| !taken.contains(n))
             .collect();
-        for group in rest.chunks(TAKE_GROUP) {
-            out.extend(self.take(batch_id, group, now).await?);
+        let mut groups: Vec<&[&str]> = rest.chunks(TAKE_GROUP).collect();
+        // Processes that need the same nodes at once start at different
+        // groups and skip what another stored meanwhile, so they split the
+        // work instead of each scoring every node.
+        let start = rand::Rng::gen_range(&mut rand::thread_rng(), 0..groups.len().max(1));
+        groups.rotate_left(start);
+        for (i, group) in groups.into_iter().enumerate() {
+            let mut group = group.to_vec();
+            if i > 0 {
+                let keys: Vec<String> = group.iter().map(|n| key(batch_id, n)).collect();
+                let stored = self.find(&keys).await?;
+                let done: HashSet<&str> = stored.iter().map(|s| s.node_id.as_str()).collect();
+                group.retain(|n| !done.contains(n));
+                out.extend(stored);
+            }
+            if !group.is_empty() {
+                out.extend(self.take(batch_id, &group, now).await?);
+            }
         }
         Ok(out)
     }
