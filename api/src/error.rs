@@ -138,6 +138,14 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
+    /// 503 `LUCID_ERR_5010`: a batch could not be queued.
+    pub fn batch_failed() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::BATCH_FAILED,
+            "the batch could not be queued; retry later",
+        )
+    }
     /// 409 with a code.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)

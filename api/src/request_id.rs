@@ -14,8 +14,9 @@ pub fn current_request_id() -> String {
 /// Runs `fut` to completion on a task of its own, in the current request's
 /// id and span. A submission that stores and then enqueues uses it: when the
 /// client hangs up, hyper drops the handler, and the work must not stop
-/// between the two steps. `Err` only if the task panicked.
-pub async fn run_to_completion<F>(fut: F) -> Result<F::Output, tokio::task::JoinError>
+/// between the two steps. If the task panics, the answer is 503
+/// `LUCID_ERR_5010` (the submission may be retried: its steps are idempotent).
+pub async fn run_to_completion<F>(fut: F) -> Result<F::Output, crate::error::ApiError>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
@@ -26,6 +27,10 @@ where
         tracing::Span::current(),
     ))
     .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "submission task failed");
+        crate::error::ApiError::batch_failed()
+    })
 }
 
 /// Middleware: assigns the id and runs the rest of the stack inside its scope.

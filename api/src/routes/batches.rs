@@ -99,16 +99,10 @@ pub async fn batch_validate(
     let record = crate::request_id::run_to_completion(async move {
         submit_batch(&jobs, body.validations, body.callback_url).await
     })
-    .await
-    .map_err(anyhow::Error::from)
-    .and_then(|submitted| submitted)
+    .await?
     .map_err(|e| {
         tracing::error!(error = %format!("{e:#}"), "batch submission failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::BATCH_FAILED,
-            "the batch could not be queued; retry later",
-        )
+        ApiError::batch_failed()
     })?;
     Ok((
         StatusCode::ACCEPTED,

@@ -377,14 +377,7 @@ pub async fn submit_payout_batch(
         repo.insert_many(&payouts).await?;
         enqueue_payouts(&jobs, &payouts).await.map_err(queue_down)
     })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::BATCH_FAILED,
-            "the batch could not be queued; retry later",
-        )
-    })??;
+    .await??;
     Ok((
         StatusCode::ACCEPTED,
         Json(PayoutBatchAccepted {
