@@ -23,6 +23,10 @@ pub struct Cli {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Draw the progress bar even when standard error is not a terminal
+    /// (CI logs); by default it is drawn only on a terminal.
+    #[arg(long, global = true)]
+    pub progress: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -162,7 +166,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let client = Client::new(&Config::load()?);
-    let out = output::Out { json: cli.json };
+    let out = output::Out {
+        json: cli.json,
+        progress: cli.progress,
+    };
     match cli.command {
         Command::Nodes(r) => resource(&client, &out, "/api/v1/nodes/", r).await,
         Command::Pools(r) => resource(&client, &out, "/api/v1/nodes/pools/", r).await,
@@ -180,6 +187,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Queues => {
             let v = client.get("/api/v1/queues").await?;
+            if out.json {
+                // Queues and workers, as the API answered them.
+                out.value(&v, &[]);
+                return Ok(ExitCode::SUCCESS);
+            }
             out.rows(
                 &v["queues"],
                 &[
@@ -192,9 +204,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "retried",
                 ],
             );
-            if !out.json {
-                out.rows(&v["workers"], &["name", "last_seen", "queues"]);
-            }
+            out.rows(
+                &output::with_job_counts(&v["workers"]),
+                &["name", "host", "last_seen", "running_jobs", "queues"],
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Dead(Dead::List { queue }) => {

@@ -8,6 +8,8 @@ use serde_json::Value;
 pub struct Out {
     /// JSON instead of tables.
     pub json: bool,
+    /// Progress bars even when standard error is not a terminal.
+    pub progress: bool,
 }
 
 fn cell(v: &Value) -> String {
@@ -53,4 +55,20 @@ impl Out {
         }
         println!("{t}");
     }
+}
+
+/// Workers as the API lists them, each with `running_jobs`: how many jobs
+/// it runs now (the table shows the count, not every job id).
+pub fn with_job_counts(workers: &Value) -> Value {
+    workers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            let mut w = w.clone();
+            let n = w["current_jobs"].as_array().map_or(0, Vec::len);
+            w["running_jobs"] = n.into();
+            w
+        })
+        .collect()
 }

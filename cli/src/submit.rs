@@ -9,13 +9,21 @@ use std::{
 };
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::{client::Client, output::Out};
 
-fn bar() -> ProgressBar {
-    let pb = ProgressBar::new(0);
+fn bar(out: &Out) -> ProgressBar {
+    let pb = if out.progress {
+        // indicatif hides its stderr target when it is not a terminal.
+        ProgressBar::with_draw_target(
+            Some(0),
+            ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 4),
+        )
+    } else {
+        ProgressBar::new(0)
+    };
     pb.set_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} items  {per_sec}  ETA {eta}  {msg}",
@@ -40,7 +48,7 @@ pub async fn poot_submit(
     let reader = std::io::BufReader::new(
         std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?,
     );
-    let pb = bar();
+    let pb = bar(out);
     pb.set_message("submitting");
     let mut batch_ids = Vec::new();
     let mut buffer: Vec<Value> = Vec::with_capacity(batch_size);
@@ -57,6 +65,7 @@ pub async fn poot_submit(
             batch_ids.push(submit(client, &mut buffer).await?);
             submitted += batch_size as u64;
             pb.set_length(submitted);
+            pb.set_message(format!("submitting: {submitted} sent"));
         }
     }
     if !buffer.is_empty() {
@@ -85,7 +94,7 @@ async fn submit(client: &Client, buffer: &mut Vec<Value>) -> anyhow::Result<Stri
 
 /// `batches watch`: follows batches to the end.
 pub async fn watch(client: &Client, out: &Out, ids: &[String]) -> anyhow::Result<ExitCode> {
-    follow(client, out, ids, bar()).await
+    follow(client, out, ids, bar(out)).await
 }
 
 async fn follow(

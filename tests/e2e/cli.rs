@@ -4,7 +4,10 @@ use std::{io::Write as _, process::Output, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{NodeBuilder, TestApp, admin_claims, mint, spawn_app_with, test_settings};
+use crate::helpers::{
+    ItemBuilder, NodeBuilder, PoolBuilder, TestApp, admin_claims, eventually, mint, spawn_app_with,
+    test_settings,
+};
 
 /// Runs `lucidctl args` against `app` with `token` (none: no token at all).
 async fn lucidctl(app: &TestApp, token: Option<&str>, args: &[&str]) -> Output {
@@ -197,4 +200,135 @@ async fn tables_by_default_json_on_request_for_nodes_queues_payouts_and_schedule
     let out = lucidctl(&app, Some(&token), &["dead", "list", "poot-validation"]).await;
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_pools_workers_dead_retry_watch_and_the_progress_bar() {
+    let app = spawn_app_with(test_settings(), 1).await;
+    let token = mint(&app.settings, &admin_claims());
+    // No LUCID_API_* variables: the URL and the token come from the file.
+    let home =
+        std::env::temp_dir().join(format!("lucidctl-home-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(home.join(".config/lucid")).unwrap();
+    std::fs::write(
+        home.join(".config/lucid/config.toml"),
+        format!("api_url = \"{}\"\ntoken = \"{token}\"\n", app.address),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let home = home.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucidctl-e2e"));
+            cmd.args(&args)
+                .env("HOME", &home)
+                .env_remove("LUCID_API_URL")
+                .env_remove("LUCID_API_TOKEN");
+            let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+                .await
+                .expect("lucidctl finished")
+                .expect("run lucidctl");
+            let (stdout, stderr) = text(&out);
+            (out.status.code(), stdout, stderr)
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    app.api_call(
+        reqwest::Method::POST,
+        "/api/v1/nodes/",
+        Some(&NodeBuilder::new().id("node_cfg").build()),
+    )
+    .await
+    .expect(201, "create node");
+    let (code, stdout, stderr) = run(args(&["nodes", "get", "node_cfg"])).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("node_cfg"), "{stdout}");
+
+    let pool = home.join("pool.json");
+    std::fs::write(
+        &pool,
+        PoolBuilder::new().name("cli pool").build().to_string(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(args(&["pools", "create", pool.to_str().unwrap()])).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (_, stdout, _) = run(args(&["--json", "pools", "list"])).await;
+    let pools: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(pools[0]["name"], "cli pool", "{pools}");
+
+    // `queues --json` gives the queues and the live workers with their host.
+    let (_, stdout, _) = run(args(&["--json", "queues"])).await;
+    let queues: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(
+        queues["queues"].as_array().map(Vec::len),
+        Some(6),
+        "{queues}"
+    );
+    let worker = &queues["workers"][0];
+    assert!(
+        worker["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{queues}"
+    );
+    let (_, stdout, _) = run(args(&["queues"])).await;
+    assert!(
+        stdout.contains("running_jobs") && stdout.contains(worker["name"].as_str().unwrap()),
+        "{stdout}"
+    );
+
+    // A job no code can read is dead after one attempt; retry requeues it.
+    let id = app
+        .queue
+        .enqueue(
+            lucid_jobs::queue::POOT_VALIDATION_QUEUE,
+            lucid_jobs::queue::NewJob {
+                kind: "poot.validate_chunk".into(),
+                payload: "{\"not\":\"a chunk\"}".into(),
+                options: lucid_jobs::queue::EnqueueOptions::default(),
+            },
+        )
+        .await
+        .expect("enqueue");
+    let listed = eventually(Duration::from_secs(30), "a dead job", || {
+        let run = run.clone();
+        async move {
+            let (_, stdout, _) = run(args(&["dead", "list", "poot-validation"])).await;
+            stdout.contains("cannot decode payload").then_some(stdout)
+        }
+    })
+    .await;
+    assert!(listed.contains(&id), "{listed}");
+    let (code, stdout, stderr) = run(args(&["--json", "dead", "retry", &id])).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let retried: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(
+        (retried["job_id"].as_str(), retried["status"].as_str()),
+        (Some(id.as_str()), Some("queued")),
+        "{retried}"
+    );
+
+    // `schedules resume` undoes `pause`.
+    for (action, paused) in [("pause", true), ("resume", false)] {
+        let (code, stdout, stderr) = run(args(&["schedules", action, "retention"])).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        let v = app.get_json("/api/v1/schedules", 200).await;
+        assert_eq!(v["items"][3]["paused"], paused, "{action}: {v}");
+    }
+
+    // `batches watch` with the bar forced onto a non-terminal stderr.
+    let batch = app
+        .submit_batch(&json!({ "validations": [
+            ItemBuilder::new("node_cfg").build(),
+            ItemBuilder::new("node_cfg").build(),
+        ] }))
+        .await;
+    let (code, stdout, stderr) = run(args(&["--progress", "batches", "watch", &batch])).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("2 succeeded"), "{stdout}");
+    assert!(
+        stderr.contains("items") && stderr.contains("/s") && stderr.contains("ETA"),
+        "the bar shows items/s and an ETA: {stderr}"
+    );
+    let (_, _, stderr) = run(args(&["batches", "watch", &batch])).await;
+    assert!(!stderr.contains("ETA"), "no bar off a terminal: {stderr}");
+    std::fs::remove_dir_all(&home).ok();
 }

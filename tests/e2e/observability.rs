@@ -8,18 +8,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{ItemBuilder, NodeBuilder, TestApp, eventually, spawn_app_with, test_settings},
+    helpers::{
+        ItemBuilder, NodeBuilder, TestApp, eventually, free_port, spawn_app_with, test_settings,
+    },
     payouts_api::{evm_address, tron_address},
 };
 
 mod otlp;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// A worker process with a known health port and captured logs.
 fn worker(app: &TestApp, port: u16) -> tokio::process::Child {
@@ -164,6 +159,33 @@ fn the_grafana_dashboard_is_valid_json_and_uses_only_exported_metrics() {
     assert!(compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards"));
 }
 
+#[test]
+fn compose_prometheus_scrapes_every_api_worker_and_scheduler_replica_on_its_default_port() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = std::fs::read_to_string(root.join("deploy/prometheus.yml")).expect("config");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).expect("compose");
+    assert!(compose.contains("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml"));
+    let defaults = lucid_jobs::config::Settings::default();
+    let lines: Vec<&str> = config.lines().map(str::trim).collect();
+    for (service, port) in [
+        ("api", defaults.node_api_port),
+        ("worker", defaults.worker_health_port),
+        ("scheduler", defaults.scheduler.metrics_port),
+    ] {
+        assert!(
+            compose.contains(&format!("\n  {service}:\n")),
+            "compose has no {service} service"
+        );
+        // DNS discovery of the compose service: one target per replica.
+        let at = lines
+            .iter()
+            .position(|l| *l == format!("- names: [{service}]"))
+            .unwrap_or_else(|| panic!("prometheus.yml does not discover {service}"));
+        assert_eq!(lines[at + 1], "type: A", "{service}");
+        assert_eq!(lines[at + 2], format!("port: {port}"), "{service}");
+    }
+}
+
 #[tokio::test]
 async fn the_dashboard_is_served_without_a_token_and_lists_batches_newest_first() {
     let app = spawn_app_with(test_settings(), 0).await;
@@ -271,6 +293,7 @@ async fn settled_payout_amounts_are_exported_as_exact_decimals_per_currency() {
             "# TYPE lucid_payout_settled_amount_usdt gauge",
             "lucid_payout_settled_amount_usdt 3.3\n",
             "lucid_payout_settled_amount_lucid 3.000000000000000001\n",
+            r#"lucid_store_call_duration_seconds_count{store="postgres",op="post_entry"}"#,
         ],
         "the worker's",
     );

@@ -356,6 +356,19 @@ async fn a_failing_job_runs_max_attempts_times_with_growing_jittered_backoff_the
     let over_api = app.get_json(&format!("/api/v1/jobs/{id}"), 200).await;
     assert_eq!(over_api["status"], "dead", "{over_api}");
     assert_eq!(over_api["last_error"], "flaky handler failed on run 3");
+    // This test process runs the worker, so its /metrics counts the attempts.
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    for line in [
+        r#"lucid_jobs_started_total{queue="test-flaky"} 3"#,
+        r#"lucid_jobs_failed_total{queue="test-flaky"} 3"#,
+        r#"lucid_jobs_retried_total{queue="test-flaky"} 2"#,
+        r#"lucid_jobs_dead_total{queue="test-flaky"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "/metrics lacks `{line}`"
+        );
+    }
 
     // The fault is fixed; the operator requeues the dead job over the API.
     healed.store(true, Ordering::SeqCst);

@@ -11,7 +11,7 @@ use mongodb::bson::doc;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{PoolBuilder, TestApp, eventually, spawn_app_with, test_settings};
+use crate::helpers::{PoolBuilder, TestApp, eventually, free_port, spawn_app_with, test_settings};
 
 /// Lease TTL of the test replicas, seconds.
 const TTL: i64 = 3;
@@ -333,6 +333,43 @@ async fn pause_resume_and_manual_trigger_work_across_replicas() {
     app.api_call(Method::POST, "/api/v1/schedules/nope/trigger", None)
         .await
         .expect_error(404, "LUCID_ERR_4040");
+}
+
+#[tokio::test]
+async fn a_scheduler_exports_its_fires_and_the_queue_depths_on_metrics() {
+    let app = app().await;
+    let port = free_port();
+    let mut replica = Replica::start_with(
+        &app,
+        "* * * * * *",
+        &[("LUCID_SCHEDULER__METRICS_PORT", &port.to_string())],
+    );
+    let before = wait_fires(&app, 3, Duration::from_secs(20)).await.len();
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scheduler metrics")
+        .text()
+        .await
+        .expect("text");
+    let after = fires(&app).await.len();
+    let counted: usize = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"lucid_schedule_fires_total{schedule="scaling_evaluation"} "#)
+        })
+        .unwrap_or_else(|| panic!("no fire counter in:\n{text}"))
+        .parse()
+        .expect("a count");
+    // A fire is logged, then counted: one may be between the two.
+    assert!(
+        (before - 1..=after).contains(&counted),
+        "{counted} counted, {before}..{after} logged"
+    );
+    assert!(
+        text.contains(r#"lucid_queue_jobs{queue="scaling-evaluation",state="queued"}"#),
+        "{text}"
+    );
+    replica.terminate().await;
 }
 
 #[tokio::test]

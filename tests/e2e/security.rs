@@ -359,6 +359,17 @@ async fn rate_limits_answer_429_with_retry_after_and_are_shared_by_api_replicas(
         200,
         "payout reads are not in the write bucket"
     );
+    // Both replicas run in this process, so its /metrics counts every refusal.
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    for line in [
+        r#"lucid_rate_limit_rejections_total{bucket="tier"} 2"#,
+        r#"lucid_rate_limit_rejections_total{bucket="payout_writes"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "/metrics lacks `{line}`"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 // Drives /dashboard in headless Chromium: enters the token, watches a
 // running batch reach 100 %, retries a dead job with its button, and saves a
-// screenshot. Env: BASE, TOKEN, BATCH_ID, SCREENSHOT, CHROMIUM.
+// screenshot; pauses and resumes a schedule with its buttons. Env: BASE,
+// TOKEN, BATCH_ID, SCREENSHOT, CHROMIUM, READY_FILE (created once the page
+// shows the batch queued at 0 %: the worker starts then).
+import { writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { BASE, TOKEN, BATCH_ID, SCREENSHOT } = process.env;
+const { BASE, TOKEN, BATCH_ID, SCREENSHOT, READY_FILE } = process.env;
 const fail = (msg) => { console.error("FAIL: " + msg); process.exit(1); };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const api = async (path) => (await fetch(BASE + path, { headers: { Authorization: "Bearer " + TOKEN } })).json();
@@ -24,6 +27,9 @@ try {
   // The batch: its progress bar moves to 100 % and it completes.
   const row = page.locator("#batches tbody tr", { hasText: BATCH_ID });
   await row.waitFor({ timeout: 20000 });
+  const first = await row.innerText();
+  if (!/queued/.test(first) || !first.includes("0%")) fail(`batch not shown queued at 0 %: ${first}`);
+  writeFileSync(READY_FILE, "");
   const seen = new Set();
   const deadline = Date.now() + 180000;
   for (;;) {
@@ -36,7 +42,16 @@ try {
   }
   const width = await row.locator(".bar > div").evaluate((d) => d.style.width);
   if (width !== "100%") fail(`progress bar width ${width}`);
-  console.log(`batch ${BATCH_ID}: progress seen ${[...seen].sort((a, b) => a - b).join(", ")} %`);
+  const steps = [...seen].sort((a, b) => a - b);
+  console.log(`batch ${BATCH_ID}: progress seen ${steps.join(", ")} %`);
+  if (!steps.some((p) => p > 0 && p < 100)) fail(`the bar never showed the batch part-way: ${steps}`);
+
+  // The worker's row: host, the jobs it runs, its heartbeat.
+  const workerRow = page.locator("#workers tbody tr").first();
+  await workerRow.waitFor({ timeout: 20000 });
+  const cells = await workerRow.locator("td").allInnerTexts();
+  if (cells.length < 5 || !cells[1] || !/^\d+/.test(cells[2]) || !/\d{4}-\d\d-\d\dT/.test(cells[3]))
+    fail(`worker row lacks host, current jobs or heartbeat: ${JSON.stringify(cells)}`);
 
   // The dead callback job: retry it from the page.
   const jobId = `callback-${BATCH_ID}`;
@@ -53,7 +68,20 @@ try {
     if (Date.now() > retryDeadline) fail(`retry did not run the job again: ${JSON.stringify(job)}`);
     await sleep(200);
   }
-  await page.locator("#schedules tbody tr", { hasText: "scaling_evaluation" }).waitFor({ timeout: 10000 });
+  // Pause, then resume, a schedule with the page's buttons.
+  const schedule = page.locator("#schedules tbody tr", { hasText: "scaling_evaluation" });
+  await schedule.waitFor({ timeout: 10000 });
+  for (const [label, paused] of [["Pause", true], ["Resume", false]]) {
+    await schedule.locator("button", { hasText: label }).click();
+    const until = Date.now() + 20000;
+    for (;;) {
+      const s = (await api("/api/v1/schedules")).items.find((i) => i.name === "scaling_evaluation");
+      if (s.paused === paused && (await schedule.innerText()).includes(paused ? "paused" : "active")) break;
+      if (Date.now() > until) fail(`${label} did not take: ${JSON.stringify(s)}`);
+      await sleep(200);
+    }
+  }
+  console.log("schedule scaling_evaluation paused and resumed from the page");
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
   if (errors.length) fail("page errors: " + errors.join("; "));
   console.log("dashboard OK; screenshot " + SCREENSHOT);

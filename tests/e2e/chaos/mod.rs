@@ -25,15 +25,7 @@ use std::{
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
-use crate::helpers::{ItemBuilder, TestApp, WorkerProcess, eventually};
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::helpers::{ItemBuilder, TestApp, WorkerProcess, eventually, free_port};
 
 async fn port_open(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))

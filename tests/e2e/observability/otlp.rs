@@ -11,11 +11,10 @@ use prost::Message as _;
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
-use super::free_port;
 use crate::{
     helpers::{
-        ItemBuilder, TestApp, admin_claims, authed_client, eventually, mint, spawn_app_with,
-        test_settings,
+        ItemBuilder, TestApp, admin_claims, authed_client, eventually, free_port, mint,
+        spawn_app_with, test_settings,
     },
     receiver::Receiver,
 };
