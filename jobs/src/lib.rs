@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod payouts;
 pub mod poot;
+pub mod process;
 pub mod queue;
 pub mod retention;
 pub mod scaling;

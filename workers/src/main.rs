@@ -2,9 +2,6 @@
 
 use anyhow::Context as _;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    Box::pin(lucid_workers::cli_main())
-        .await
-        .context("lucid-worker failed")
+fn main() -> anyhow::Result<()> {
+    lucid_jobs::process::run(Box::pin(lucid_workers::cli_main())).context("lucid-worker failed")
 }

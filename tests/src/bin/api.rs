@@ -1,7 +1,6 @@
 //! The API binary under test: identical to `lucid-api`, built for this
 //! package so tests can run it as a process and read its logs.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    lucid_api::cli_main().await
+fn main() -> anyhow::Result<()> {
+    lucid_jobs::process::run(lucid_api::cli_main())
 }

@@ -1,7 +1,6 @@
 //! The worker binary under test: identical to `lucid-worker`, built for this
 //! package so the end-to-end tests can spawn and SIGKILL real worker processes.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    Box::pin(lucid_workers::cli_main()).await
+fn main() -> anyhow::Result<()> {
+    lucid_jobs::process::run(Box::pin(lucid_workers::cli_main()))
 }
