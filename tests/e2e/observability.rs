@@ -167,15 +167,30 @@ fn compose_prometheus_scrapes_every_api_worker_and_scheduler_replica_on_its_defa
     assert!(compose.contains("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml"));
     let defaults = lucid_jobs::config::Settings::default();
     let lines: Vec<&str> = config.lines().map(str::trim).collect();
-    for (service, port) in [
-        ("api", defaults.node_api_port),
-        ("worker", defaults.worker_health_port),
-        ("scheduler", defaults.scheduler.metrics_port),
+    for (service, port, variable) in [
+        ("api", defaults.node_api_port, "LUCID_NODE_API_PORT"),
+        (
+            "worker",
+            defaults.worker_health_port,
+            "LUCID_WORKER_HEALTH_PORT",
+        ),
+        (
+            "scheduler",
+            defaults.scheduler.metrics_port,
+            "LUCID_SCHEDULER__METRICS_PORT",
+        ),
     ] {
         assert!(
             compose.contains(&format!("\n  {service}:\n")),
             "compose has no {service} service"
         );
+        // The port the service listens on: compose's setting, else the default.
+        if let Some(line) = compose
+            .lines()
+            .find(|l| l.contains(&format!("{variable}:")))
+        {
+            assert!(line.contains(&format!("\"{port}\"")), "compose sets {line}");
+        }
         // DNS discovery of the compose service: one target per replica.
         let at = lines
             .iter()

@@ -27,8 +27,9 @@ try {
   // The batch: its progress bar moves to 100 % and it completes.
   const row = page.locator("#batches tbody tr", { hasText: BATCH_ID });
   await row.waitFor({ timeout: 20000 });
-  const first = await row.innerText();
-  if (!/queued/.test(first) || !first.includes("0%")) fail(`batch not shown queued at 0 %: ${first}`);
+  const first = await row.locator("td").allInnerTexts();
+  if (first[2] !== "queued" || first[first.length - 1].trim() !== "0%")
+    fail(`batch not shown queued at 0 %: ${JSON.stringify(first)}`);
   writeFileSync(READY_FILE, "");
   const seen = new Set();
   const deadline = Date.now() + 180000;

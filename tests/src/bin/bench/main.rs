@@ -45,8 +45,14 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[idx]
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Through `lucid_jobs::process::run`, like the product's binaries: the
+/// in-process API (`submit`, `poot-batch`) and the `queue-overhead-worker`
+/// children run with the same allocator settings.
+fn main() -> anyhow::Result<()> {
+    lucid_jobs::process::run(Box::pin(bench_main()))
+}
+
+async fn bench_main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().cloned().unwrap_or_default();
     let rest = args.get(1..).unwrap_or_default();
