@@ -815,3 +815,20 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// The Prometheus text of the process whose `/metrics` listens on `port`.
+pub async fn scrape_metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of `series` (name and labels, as exported) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        ItemBuilder, NodeBuilder, TestApp, eventually, free_port, spawn_app_with, test_settings,
+        ItemBuilder, NodeBuilder, TestApp, eventually, free_port, scrape_metrics, spawn_app_with,
+        test_settings,
     },
     payouts_api::{evm_address, tron_address},
 };
@@ -60,12 +61,7 @@ async fn a_real_batch_shows_up_in_the_metrics_and_its_request_id_in_the_worker_l
     let done = app.wait_for_batch(&batch_id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "completed", "{done}");
 
-    let worker_metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("worker metrics")
-        .text()
-        .await
-        .expect("text");
+    let worker_metrics = scrape_metrics(port).await;
     assert_has(
         &worker_metrics,
         &[

@@ -11,7 +11,10 @@ use mongodb::bson::doc;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{PoolBuilder, TestApp, eventually, free_port, spawn_app_with, test_settings};
+use crate::helpers::{
+    PoolBuilder, TestApp, eventually, free_port, metric_value, scrape_metrics, spawn_app_with,
+    test_settings,
+};
 
 /// Lease TTL of the test replicas, seconds.
 const TTL: i64 = 3;
@@ -345,34 +348,24 @@ async fn a_scheduler_exports_its_fires_and_the_queue_depths_on_metrics() {
         &[("LUCID_SCHEDULER__METRICS_PORT", &port.to_string())],
     );
     let before = wait_fires(&app, 3, Duration::from_secs(20)).await.len();
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scheduler metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = scrape_metrics(port).await;
     let after = fires(&app).await.len();
-    let counted: usize = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"lucid_schedule_fires_total{schedule="scaling_evaluation"} "#)
-        })
-        .unwrap_or_else(|| panic!("no fire counter in:\n{text}"))
-        .parse()
-        .expect("a count");
+    let counted = metric_value(
+        &text,
+        r#"lucid_schedule_fires_total{schedule="scaling_evaluation"}"#,
+    )
+    .unwrap_or_else(|| panic!("no fire counter in:\n{text}"));
     // A fire is logged, then counted: one may be between the two.
     assert!(
-        (before - 1..=after).contains(&counted),
+        (before - 1..=after).contains(&(counted as usize)) && counted.fract() == 0.0,
         "{counted} counted, {before}..{after} logged"
     );
     // No worker runs: the evaluations the fires enqueued wait in the queue.
-    let queued: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"lucid_queue_jobs{queue="scaling-evaluation",state="queued"} "#)
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no queue depth in:\n{text}"));
+    let queued = metric_value(
+        &text,
+        r#"lucid_queue_jobs{queue="scaling-evaluation",state="queued"}"#,
+    )
+    .unwrap_or_else(|| panic!("no queue depth in:\n{text}"));
     assert!(queued >= 1.0, "{queued} queued evaluations");
     replica.terminate().await;
 }

@@ -363,12 +363,9 @@ async fn rate_limits_answer_429_with_retry_after_and_are_shared_by_api_replicas(
     // (at least these: under `cargo test` other tests share the recorder).
     let metrics = app.get("/metrics").await.text().await.expect("metrics");
     for (bucket, refused) in [("tier", 2.0), ("payout_writes", 1.0)] {
-        let prefix = format!(r#"lucid_rate_limit_rejections_total{{bucket="{bucket}"}} "#);
-        let counted: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("/metrics lacks {prefix}"));
+        let series = format!(r#"lucid_rate_limit_rejections_total{{bucket="{bucket}"}}"#);
+        let counted = crate::helpers::metric_value(&metrics, &series)
+            .unwrap_or_else(|| panic!("/metrics lacks {series}"));
         assert!(counted >= refused, "{bucket}: {counted} < {refused}");
     }
 }
