@@ -272,6 +272,14 @@ impl ResourceRepo {
 
 /// Whether index creation failed because an index with the same name or
 /// keys but other options exists (codes 85 and 86).
+/// The unique index of active alerts that alert sequences replaced.
+const OLD_ACTIVE_ALERT_INDEX: &str = "one_active_alert_per_metric";
+
+/// `dropIndexes` of an index (or collection) that does not exist.
+fn is_index_not_found(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 27 || c.code == 26)
+}
+
 fn is_index_conflict(e: &mongodb::error::Error) -> bool {
     matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 85 || c.code == 86)
 }
@@ -314,20 +322,20 @@ pub(super) async fn ensure_indexes(
         Err(e) => return Err(e.into()),
     }
     let alerts = db.collection::<Document>(collections::RESOURCE_ALERTS);
+    // The latest alert of each metric (see `alerts`: alert sequences).
     alerts
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! { "node_id": 1, "metric": 1 })
-                .options(
-                    IndexOptions::builder()
-                        .name("one_active_alert_per_metric".to_string())
-                        .unique(true)
-                        .partial_filter_expression(doc! { "state": "active" })
-                        .build(),
-                )
-                .build(),
-        )
+        .create_index(index(doc! { "node_id": 1, "metric": 1, "seq": -1 }))
         .await?;
+    // Stores made before the sequences carry a unique index of active
+    // alerts; on SecantusDB it goes on refusing alerts once resolved.
+    match alerts.drop_index(OLD_ACTIVE_ALERT_INDEX).await {
+        Ok(()) => tracing::info!(
+            index = OLD_ACTIVE_ALERT_INDEX,
+            "dropped the superseded alert index"
+        ),
+        Err(e) if is_index_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
     alerts
         .create_index(index(doc! { "node_id": 1, "state": 1, "raised_at": -1 }))
         .await?;

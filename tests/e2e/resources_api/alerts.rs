@@ -284,3 +284,65 @@ async fn concurrent_reports_open_at_most_one_active_alert_per_metric() {
         .await;
     assert_eq!(all["total"], 1, "{all}");
 }
+
+/// A store made before alert sequences: its unique index of active alerts
+/// is dropped at start, and its alerts (no `seq`) resolve and are followed
+/// by new ones as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_stored_before_alert_sequences_resolve_and_are_followed_by_new_ones() {
+    use mongodb::{
+        IndexModel,
+        bson::{DateTime, Document, doc},
+        options::IndexOptions,
+    };
+    let first = app().await;
+    let node = first.create_node_with_network_limit(0).await;
+    let t0 = Utc::now() - TimeDelta::minutes(10);
+    let alerts = first.db.collection::<Document>("resource_alerts");
+    alerts
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! { "node_id": 1, "metric": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .name("one_active_alert_per_metric".to_string())
+                        .unique(true)
+                        .partial_filter_expression(doc! { "state": "active" })
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .expect("old index");
+    alerts
+        .insert_one(doc! {
+            "_id": "alert_0195f0c2a4c07a3b8d2e9f6a1b2c3d4e", "node_id": &node, "metric": "cpu",
+            "level": "warning", "state": "active", "value": 75.0, "threshold": 70.0,
+            "raised_at": DateTime::from_chrono(t0),
+        })
+        .await
+        .expect("legacy alert");
+
+    // A process of the new version starts on that store.
+    let app = crate::helpers::spawn_app_with(first.settings.clone(), 0).await;
+    let indexes = alerts.list_index_names().await.expect("indexes");
+    assert!(
+        !indexes.iter().any(|n| n == "one_active_alert_per_metric"),
+        "{indexes:?}"
+    );
+    report(&app, &node, &sample(Some(t0 + TimeDelta::seconds(1)), 10.0)).await;
+    report(&app, &node, &sample(Some(t0 + TimeDelta::seconds(2)), 75.0)).await;
+    let path = format!("{}/alerts", resources(&node));
+    let all = app.get_json(&path, 200).await;
+    assert_eq!(all["total"], 2, "{all}");
+    assert_eq!(all["items"][0]["state"], "active", "{all}");
+    assert_eq!(
+        time(&all["items"][0]["raised_at"]),
+        ms(t0 + TimeDelta::seconds(2))
+    );
+    assert_eq!(
+        all["items"][1]["alert_id"], "alert_0195f0c2a4c07a3b8d2e9f6a1b2c3d4e",
+        "{all}"
+    );
+    assert_eq!(all["items"][1]["state"], "resolved", "{all}");
+}

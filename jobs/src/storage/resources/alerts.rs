@@ -1,6 +1,18 @@
-//! Thresholds, alerts and the report flow of [`ResourceRepo`]. At most one
-//! alert per (node, metric) is active: a partial unique index enforces it,
-//! so concurrent reports cannot open two.
+//! Thresholds, alerts and the report flow of [`ResourceRepo`].
+//!
+//! At most one alert per (node, metric) is active, even under concurrent
+//! reports. The alerts of a (node, metric) form a sequence (`seq` 1, 2, ...)
+//! and the `_id` of alert *n* is derived from (node, metric, *n*): a report
+//! that finds the latest alert resolved raises the next one, and two reports
+//! that raise at once write the same `_id`, so the `_id` index lets exactly
+//! one of them in. Only the latest alert can be active, because alert *n + 1*
+//! is written only once *n* is resolved, and an alert is never reopened.
+//!
+//! This replaced a unique index on (node, metric) restricted to active
+//! alerts. That index is right on MongoDB 7, but SecantusDB keeps a unique
+//! index's old key when an update changes or removes it, so a resolved alert
+//! went on blocking the next one. `_id`s never change, so the scheme holds
+//! on both servers.
 
 use std::collections::HashMap;
 
@@ -10,6 +22,7 @@ use mongodb::{
     options::ReturnDocument,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::ResourceRepo;
 use crate::{
@@ -46,6 +59,29 @@ pub struct AlertDoc {
     /// Time of the sample that resolved it.
     #[serde(default)]
     pub resolved_at: Option<bson::DateTime>,
+    /// Place in the (node, metric)'s sequence of alerts, from 1; absent on
+    /// alerts stored before the sequence existed (they count as 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+}
+
+/// The `_id` of alert `seq` of (node, metric): `alert_` and 32 hex digits,
+/// the shape of the random ids used before.
+fn alert_id(node_id: &str, metric: Metric, seq: i64) -> String {
+    let digest = Sha256::new()
+        .chain_update(node_id.as_bytes())
+        .chain_update([0])
+        .chain_update(metric.as_str().as_bytes())
+        .chain_update([0])
+        .chain_update(seq.to_be_bytes())
+        .finalize();
+    format!("alert_{}", hex::encode(&digest[..16]))
+}
+
+/// The latest alert of each of a node's metrics, active or not.
+#[derive(Deserialize)]
+struct Latest {
+    latest: AlertDoc,
 }
 
 fn effective(stored: Option<&Document>) -> Result<Thresholds, StorageError> {
@@ -127,13 +163,14 @@ impl ResourceRepo {
     ) -> Result<Vec<AlertDoc>, StorageError> {
         let previous = self.latest(node_id).await?.map(|d| d.to_sample());
         let thresholds = self.thresholds(node_id).await?;
-        let mut open: HashMap<Metric, AlertDoc> = self
-            .alerts
-            .find(doc! { "node_id": node_id, "state": AlertState::Active.as_str() })
-            .await?
-            .try_collect::<Vec<_>>()
-            .await?
+        let latest = self.latest_alerts(node_id).await?;
+        let mut next_seq: HashMap<Metric, i64> = latest
+            .iter()
+            .map(|a| (a.metric, a.seq.unwrap_or(0) + 1))
+            .collect();
+        let mut open: HashMap<Metric, AlertDoc> = latest
             .into_iter()
+            .filter(|a| a.state == AlertState::Active)
             .map(|a| (a.metric, a))
             .collect();
         self.insert_samples(node_id, samples).await?;
@@ -147,7 +184,7 @@ impl ResourceRepo {
         );
         let mut touched: Vec<AlertDoc> = Vec::new();
         for event in &events {
-            if let Some(alert) = self.apply(node_id, &mut open, event).await? {
+            if let Some(alert) = self.apply(node_id, &mut open, &mut next_seq, event).await? {
                 match touched.iter_mut().find(|a| a.alert_id == alert.alert_id) {
                     Some(slot) => *slot = alert,
                     None => touched.push(alert),
@@ -157,17 +194,35 @@ impl ResourceRepo {
         Ok(touched)
     }
 
+    /// The latest alert of each metric of `node_id` (highest `seq`; among
+    /// alerts without one, the newest), one command.
+    async fn latest_alerts(&self, node_id: &str) -> Result<Vec<AlertDoc>, StorageError> {
+        let pipeline = [
+            doc! { "$match": { "node_id": node_id } },
+            doc! { "$sort": { "metric": 1, "seq": -1, "raised_at": -1, "_id": -1 } },
+            doc! { "$group": { "_id": "$metric", "latest": { "$first": "$$ROOT" } } },
+        ];
+        let groups: Vec<Document> = self.alerts.aggregate(pipeline).await?.try_collect().await?;
+        groups
+            .into_iter()
+            .map(|d| Ok(bson::from_document::<Latest>(d)?.latest))
+            .collect()
+    }
+
     async fn apply(
         &self,
         node_id: &str,
         open: &mut HashMap<Metric, AlertDoc>,
+        next_seq: &mut HashMap<Metric, i64>,
         e: &AlertEvent,
     ) -> Result<Option<AlertDoc>, StorageError> {
         let at = bson::DateTime::from_chrono(e.at);
         match e.change {
             AlertChange::Raise(level) => {
+                let seq = *next_seq.entry(e.metric).or_insert(1);
+                next_seq.insert(e.metric, seq + 1);
                 let alert = AlertDoc {
-                    alert_id: format!("alert_{}", uuid::Uuid::now_v7().simple()),
+                    alert_id: alert_id(node_id, e.metric, seq),
                     node_id: node_id.to_string(),
                     metric: e.metric,
                     level,
@@ -177,6 +232,7 @@ impl ResourceRepo {
                     raised_at: at,
                     escalated_at: None,
                     resolved_at: None,
+                    seq: Some(seq),
                 };
                 match self.alerts.insert_one(&alert).await {
                     Ok(_) => {
@@ -184,7 +240,8 @@ impl ResourceRepo {
                         Ok(Some(alert))
                     }
                     Err(err) if is_duplicate_key(&err) => {
-                        // A concurrent report opened it first: continue with that alert.
+                        // A concurrent report raised alert `seq` first (or
+                        // went further): continue with the active one.
                         let Some(existing) = self
                             .alerts
                             .find_one(doc! {
@@ -192,6 +249,7 @@ impl ResourceRepo {
                                 "metric": e.metric.as_str(),
                                 "state": AlertState::Active.as_str(),
                             })
+                            .sort(doc! { "seq": -1 })
                             .await?
                         else {
                             return Ok(None);
