@@ -183,6 +183,9 @@ impl Ledger {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(std::time::Duration::from_secs(5))
+            // Closed before load balancers and NAT cut idle connections
+            // (300-350 s); sqlx also tests a connection before lending it.
+            .idle_timeout(crate::storage::MAX_IDLE_TIME)
             .connect_lazy_with(options);
         Ok(Self { pool })
     }

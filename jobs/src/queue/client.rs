@@ -107,10 +107,22 @@ impl Queue {
         format!("{}:wake:{queue}", self.config.prefix)
     }
 
-    /// Checks the connection (readiness probes).
+    /// Checks the connection (readiness probes). A dropped connection is
+    /// tried once more (the connection manager reconnects), so a connection
+    /// cut while idle does not make a healthy Redis look down.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let first: Result<String, redis::RedisError> =
+            redis::cmd("PING").query_async(&mut conn).await;
+        match first {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                tracing::debug!(error = %e, "redis ping: connection lost, trying once more");
+                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            }
+            r => {
+                r?;
+            }
+        }
         Ok(())
     }
 

@@ -58,6 +58,11 @@ impl From<mongodb::bson::de::Error> for StorageError {
     }
 }
 
+/// How long a pooled MongoDB connection may sit idle before it is closed
+/// rather than reused: below the 300-350 s after which load balancers and
+/// NAT commonly drop idle connections.
+pub const MAX_IDLE_TIME: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Handle on the platform's MongoDB database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -70,6 +75,12 @@ impl Db {
     pub async fn connect(url: &str, database: &str) -> Result<Self, StorageError> {
         use mongodb::event::{EventHandler, command::CommandEvent};
         let mut options = mongodb::options::ClientOptions::parse(url).await?;
+        // A pooled connection idle longer than this is closed instead of
+        // reused: load balancers, NAT and some servers cut idle TCP
+        // connections at 300-350 s, and a cut connection answers its next
+        // command with "unexpected end of file". A `maxIdleTimeMS` in the
+        // URL wins.
+        options.max_idle_time.get_or_insert(MAX_IDLE_TIME);
         // Every command's latency, by command name (find, insert, aggregate...).
         options.command_event_handler = Some(EventHandler::callback(|e: CommandEvent| {
             if let CommandEvent::Succeeded(s) = e {
@@ -101,10 +112,34 @@ impl Db {
         self.db.collection(name)
     }
 
-    /// Checks the connection (readiness probes).
+    /// Checks the connection (readiness probes). A network error is tried
+    /// once more: the driver drops the broken connection and the second
+    /// attempt opens a new one, so a connection cut while idle does not
+    /// make a healthy store look down.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        self.db.run_command(doc! { "ping": 1 }).await?;
+        let ping = || self.db.run_command(doc! { "ping": 1 });
+        match ping().await {
+            Err(e) if is_network_error(&e) => {
+                tracing::debug!(error = %e, "mongodb ping: network error, trying once more");
+                ping().await?;
+            }
+            r => {
+                r?;
+            }
+        }
         Ok(())
+    }
+
+    /// The server's version and replica set name (`None` for a standalone),
+    /// for `lucid-api store ping`.
+    pub async fn server_info(&self) -> Result<(String, Option<String>), StorageError> {
+        let admin = self.db.client().database("admin");
+        let build = admin.run_command(doc! { "buildInfo": 1 }).await?;
+        let hello = admin.run_command(doc! { "hello": 1 }).await?;
+        Ok((
+            build.get_str("version").unwrap_or("unknown").to_string(),
+            hello.get_str("setName").ok().map(String::from),
+        ))
     }
 
     /// Creates the indexes the queries need; safe to run on every start.
@@ -141,6 +176,15 @@ impl Db {
         resources::ensure_indexes(self, self.resource_retention_days).await?;
         Ok(())
     }
+}
+
+/// A broken or closed connection (as opposed to an answer from the server).
+fn is_network_error(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    matches!(
+        e.kind.as_ref(),
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+    )
 }
 
 /// Inserts `doc`; `Ok(false)` when its `_id` already exists (decided by the
