@@ -10,12 +10,14 @@ pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod state;
+mod store_command;
 
 pub use startup::Application;
 
 /// `lucid-api`'s `main`. `lucid-api healthcheck` probes a running API;
 /// `lucid-api token [--admin | --scope "a b" --tier T --sub S | --node ID] [--ttl SECS]`
-/// prints a token signed with this configuration's secret.
+/// prints a token signed with this configuration's secret;
+/// `lucid-api store ping | drop-database NAME` reaches `LUCID_MONGODB_URL`.
 pub async fn cli_main() -> anyhow::Result<()> {
     use anyhow::Context as _;
     let settings = lucid_jobs::config::Settings::load().context("load configuration")?;
@@ -24,6 +26,10 @@ pub async fn cli_main() -> anyhow::Result<()> {
         Some("healthcheck") => return routes::probe(settings.node_api_port).await,
         Some("token") => {
             println!("{}", auth::token_command(&settings, &args[2..])?);
+            return Ok(());
+        }
+        Some("store") => {
+            println!("{}", store_command::run(&settings, &args[2..]).await?);
             return Ok(());
         }
         _ => {}

@@ -9,7 +9,6 @@ LUCID_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 RUN_DIR="$LUCID_ROOT/.run"
 LOG_DIR="$RUN_DIR/logs"
 PID_DIR="$RUN_DIR/pids"
-VENV_MONGO="$LUCID_ROOT/.venv-mongo"
 
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
   _c_bold=$'\e[1m' _c_red=$'\e[31m' _c_yellow=$'\e[33m' _c_green=$'\e[32m' _c_blue=$'\e[34m' _c_off=$'\e[0m'

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Local backing services for development and tests: Redis, PostgreSQL and
-# SecantusDB (a MongoDB-wire-compatible server from PyPI, used here in place
-# of mongod, which Debian does not package). Sourced by scripts/dev.
+# SecantusDB's native server `secantusd-rs` (MongoDB wire protocol over
+# WiredTiger, built from crates.io; used in place of mongod, which Debian
+# does not package). Sourced by scripts/dev.
 #
 # A service that already answers on its port is used as it is. Only
 # SecantusDB is ever stopped by `scripts/dev down`, and only when this script
@@ -15,7 +16,13 @@ PG_USER=postgres
 PG_DATABASES=(lucid lucid_test)
 MONGO_HOST=127.0.0.1
 MONGO_PORT=27017
-SECANTUS_VERSION=0.7.0b3
+SECANTUS_CRATE=secantus-mdb
+SECANTUS_VERSION=0.5.3-beta.196
+TOOLS_CACHE="${LUCID_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lucid/tools}"
+SECANTUS_ROOT="$TOOLS_CACHE/$SECANTUS_CRATE-$SECANTUS_VERSION"
+SECANTUS_BIN="$SECANTUS_ROOT/bin/secantusd-rs"
+# WiredTiger's cache (the server's default is 4G).
+MONGO_CACHE_SIZE=${LUCID_DEV_MONGO_CACHE_SIZE:-1G}
 MONGO_START_TIMEOUT=${LUCID_DEV_MONGO_START_TIMEOUT:-60}
 
 # --- Redis ------------------------------------------------------------------
@@ -129,53 +136,59 @@ ensure_postgres() {
   done
 }
 
-# --- MongoDB (SecantusDB) ---------------------------------------------------
+# --- MongoDB (SecantusDB, native server) ------------------------------------
 
+# secantusd-rs is built from crates.io once per machine and version, into a
+# cache outside the work tree (a `cargo clean`, a fresh clone or another
+# checkout reuses it): $SECANTUS_ROOT/bin/secantusd-rs.
 secantus_installed() {
-  [[ -x "$VENV_MONGO/bin/secantusd-py" ]] || return 1
-  [[ $("$VENV_MONGO/bin/python" -c \
-        'import importlib.metadata as m; print(m.version("SecantusDB"))' 2>/dev/null) == "$SECANTUS_VERSION" ]]
+  [[ -x "$SECANTUS_BIN" ]] || return 1
+  [[ $("$SECANTUS_BIN" --version 2>/dev/null | head -n1) == "secantusd-rs $SECANTUS_VERSION" ]]
 }
 
-ensure_secantus_venv() {
+ensure_secantus() {
+  if [[ -d "$LUCID_ROOT/.venv-mongo" ]]; then
+    info "removing .venv-mongo (the Python server this script used to run)"
+    rm -rf "$LUCID_ROOT/.venv-mongo"
+  fi
   if secantus_installed; then
-    ok "SecantusDB $SECANTUS_VERSION installed in ${VENV_MONGO#"$LUCID_ROOT"/}"
+    ok "secantusd-rs $SECANTUS_VERSION cached at $SECANTUS_BIN"
     return 0
   fi
-  command -v python3 >/dev/null || apt_install python3 python3-venv
-  # A venv whose interpreter no longer runs (its base Python was removed or
-  # upgraded) is rebuilt.
-  if [[ ! -x "$VENV_MONGO/bin/pip" ]] || ! "$VENV_MONGO/bin/python" -c 'pass' 2>/dev/null; then
-    info "python3 -m venv ${VENV_MONGO#"$LUCID_ROOT"/}"
-    rm -rf "$VENV_MONGO"
-    if ! python3 -m venv "$VENV_MONGO" >/dev/null 2>&1; then
-      # Debian's python3 needs python3-venv (ensurepip) for this.
-      rm -rf "$VENV_MONGO"
-      apt_install python3-venv
-      python3 -m venv "$VENV_MONGO" || die "python3 -m venv $VENV_MONGO failed"
-    fi
+  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+  command -v cmake >/dev/null || apt_install cmake
+  command -v cc >/dev/null || apt_install gcc g++ make
+  mkdir -p "$TOOLS_CACHE"
+  # One build at a time per machine (two checkouts may start together).
+  exec 8>"$TOOLS_CACHE/$SECANTUS_CRATE.lock"
+  if command -v flock >/dev/null; then
+    flock -w 1200 8 || die "another build of $SECANTUS_CRATE holds $TOOLS_CACHE/$SECANTUS_CRATE.lock"
   fi
-  info "pip install SecantusDB==$SECANTUS_VERSION (into ${VENV_MONGO#"$LUCID_ROOT"/})"
-  "$VENV_MONGO/bin/pip" install --disable-pip-version-check -q "SecantusDB==$SECANTUS_VERSION" \
-    || die "pip install SecantusDB==$SECANTUS_VERSION failed"
-  secantus_installed || die "SecantusDB installed but $VENV_MONGO/bin/secantusd-py is missing or the wrong version"
-  ok "SecantusDB $SECANTUS_VERSION installed"
+  if ! secantus_installed; then
+    local tmp="$SECANTUS_ROOT.partial.$$"
+    rm -rf "$tmp"
+    info "cargo install $SECANTUS_CRATE --version $SECANTUS_VERSION --locked --ignore-rust-version"
+    info "  (first build on this machine: about 4-5 minutes on 2 cores; cached in $SECANTUS_ROOT)"
+    if ! cargo install "$SECANTUS_CRATE" --version "$SECANTUS_VERSION" --locked \
+        --ignore-rust-version --root "$tmp" >"$LOG_DIR/secantus-build.log" 2>&1; then
+      log_tail "$LOG_DIR/secantus-build.log"
+      rm -rf "$tmp"
+      exec 8>&-
+      die "building $SECANTUS_CRATE $SECANTUS_VERSION failed (log: $LOG_DIR/secantus-build.log)"
+    fi
+    rm -rf "$SECANTUS_ROOT"
+    mv "$tmp" "$SECANTUS_ROOT"
+  fi
+  exec 8>&-
+  secantus_installed || die "$SECANTUS_BIN is missing or does not report version $SECANTUS_VERSION"
+  ok "secantusd-rs $SECANTUS_VERSION built and cached at $SECANTUS_BIN"
 }
 
-# Ping through pymongo (a dependency of SecantusDB) when it is there; a plain
-# TCP connect otherwise.
+# Asks the server for its version through the platform's own driver code
+# (`lucid-api store ping`); needs the binaries built (build_bins).
 mongo_ping() {
-  if [[ -x "$VENV_MONGO/bin/python" ]] && "$VENV_MONGO/bin/python" -c 'import pymongo' 2>/dev/null; then
-    "$VENV_MONGO/bin/python" - "$MONGO_HOST" "$MONGO_PORT" <<'PY'
-import sys, pymongo
-c = pymongo.MongoClient(host=sys.argv[1], port=int(sys.argv[2]), serverSelectionTimeoutMS=5000)
-c.admin.command("ping")
-hello = c.admin.command("hello")
-print("    ping ok: version %s, replica set %r" % (c.server_info().get("version"), hello.get("setName")))
-PY
-  else
-    port_open "$MONGO_HOST" "$MONGO_PORT"
-  fi
+  LUCID_MONGODB_URL="mongodb://$MONGO_HOST:$MONGO_PORT" "$BIN_DIR/lucid-api" store ping \
+    || die "MongoDB on $MONGO_HOST:$MONGO_PORT accepts connections but does not answer ping (log: $LOG_DIR/mongo.log)"
 }
 
 mongo_port_ready() {
@@ -191,31 +204,34 @@ ensure_mongo() {
   local pid
   if port_open "$MONGO_HOST" "$MONGO_PORT"; then
     if pid=$(running_pid mongo); then
-      ok "already answering (SecantusDB started by scripts/dev, pid $pid)"
+      ok "already answering (secantusd-rs started by scripts/dev, pid $pid)"
     else
       ok "already answering (not started by scripts/dev; left alone)"
     fi
     return 0
   fi
-  ensure_secantus_venv
+  ensure_secantus
   local logfile="$LOG_DIR/mongo.log" data="$RUN_DIR/mongo-data"
+  # A data directory left by the Python server this script used to run is
+  # not a WiredTiger store: keep it aside rather than feed it to secantusd-rs.
+  if [[ -d "$data" && -n "$(ls -A "$data")" && ! -e "$data/WiredTiger" ]]; then
+    warn "${data#"$LUCID_ROOT"/} is not a WiredTiger store (left by the old Python server?): moved to ${data#"$LUCID_ROOT"/}.old"
+    rm -rf "$data.old"
+    mv "$data" "$data.old"
+  fi
   mkdir -p "$data"
-  info "starting: ${VENV_MONGO#"$LUCID_ROOT"/}/bin/secantusd-py --host $MONGO_HOST --port $MONGO_PORT --storage-path ${data#"$LUCID_ROOT"/}"
-  spawn mongo "$logfile" "$VENV_MONGO/bin/secantusd-py" \
-    --host "$MONGO_HOST" --port "$MONGO_PORT" --storage-path "$data"
+  info "starting: secantusd-rs --host $MONGO_HOST --port $MONGO_PORT --storage-path ${data#"$LUCID_ROOT"/} --cache-size $MONGO_CACHE_SIZE"
+  spawn mongo "$logfile" "$SECANTUS_BIN" --host "$MONGO_HOST" --port "$MONGO_PORT" \
+    --storage-path "$data" --cache-size "$MONGO_CACHE_SIZE" --log-level WARNING
   MONGO_PID=$SPAWNED_PID
-  if ! wait_until "$MONGO_START_TIMEOUT" "SecantusDB to accept connections" mongo_port_ready \
+  if ! wait_until "$MONGO_START_TIMEOUT" "secantusd-rs to accept connections" mongo_port_ready \
      || ! kill -0 "$MONGO_PID" 2>/dev/null; then
     log_tail "$logfile"
     kill -0 "$MONGO_PID" 2>/dev/null && kill -TERM "$MONGO_PID" 2>/dev/null
     rm -f "$(pid_file mongo)"
-    die "SecantusDB did not start on $MONGO_HOST:$MONGO_PORT (log: $logfile)"
+    die "secantusd-rs did not start on $MONGO_HOST:$MONGO_PORT (log: $logfile)"
   fi
-  if ! mongo_ping; then
-    log_tail "$logfile"
-    die "SecantusDB accepts connections but does not answer ping (log: $logfile)"
-  fi
-  ok "SecantusDB started (pid $MONGO_PID, data ${data#"$LUCID_ROOT"/}, log ${logfile#"$LUCID_ROOT"/})"
+  ok "secantusd-rs started (pid $MONGO_PID, data ${data#"$LUCID_ROOT"/}, log ${logfile#"$LUCID_ROOT"/})"
 }
 
 ensure_services() {
@@ -239,7 +255,7 @@ services_status() {
   if pg_up; then ok "postgresql  up    postgres://$PG_USER@$PG_HOST:$PG_PORT/lucid"; else warn "postgresql  down  ($PG_HOST:$PG_PORT)"; fi
   if port_open "$MONGO_HOST" "$MONGO_PORT"; then
     if pid=$(running_pid mongo); then
-      ok "mongodb     up    mongodb://$MONGO_HOST:$MONGO_PORT (SecantusDB, pid $pid, started by scripts/dev)"
+      ok "mongodb     up    mongodb://$MONGO_HOST:$MONGO_PORT (secantusd-rs, pid $pid, started by scripts/dev)"
     else
       ok "mongodb     up    mongodb://$MONGO_HOST:$MONGO_PORT (external)"
     fi

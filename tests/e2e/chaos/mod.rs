@@ -5,10 +5,11 @@
 //!
 //! Faults are never injected into the shared services: a test that stops a
 //! store runs its own private instance on a free loopback port (Redis,
-//! SecantusDB), or puts a [`proxy::FaultProxy`] in front of the shared one
+//! secantusd-rs), or puts a [`proxy::FaultProxy`] in front of the shared one
 //! (PostgreSQL). Every process a test starts is killed when it is dropped.
 
 mod graceful_shutdown;
+mod idle_cutoff;
 mod mongo_outage;
 mod poison_job;
 mod postgres_outage;
@@ -16,11 +17,7 @@ pub mod proxy;
 mod redis_restart;
 mod worker_kills;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
@@ -76,19 +73,22 @@ impl PrivateServer {
         Self::start("redis-server", "redis-server".into(), args, port, dir).await
     }
 
-    /// SecantusDB from the repository's `.venv-mongo` (made by
-    /// `./scripts/dev services`), storing in a temporary directory.
+    /// SecantusDB's native server (`secantusd-rs`, built and cached by
+    /// `./scripts/dev`, which passes its path as `LUCID_TEST_SECANTUS_BIN`;
+    /// else found on `PATH`), storing in a temporary directory.
     pub async fn secantus() -> Self {
-        let venv = std::env::var("LUCID_TEST_SECANTUS_VENV").map_or_else(
-            |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-mongo"),
-            PathBuf::from,
-        );
-        let program = venv.join("bin/secantusd-py");
+        let program = std::env::var_os("LUCID_TEST_SECANTUS_BIN")
+            .map_or_else(|| PathBuf::from("secantusd-rs"), PathBuf::from);
+        let found = std::process::Command::new(&program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(
-            program.exists(),
-            "chaos tests need SecantusDB at {} to run a private MongoDB they can stop: \
-             run ./scripts/dev services in the repository root (it creates .venv-mongo), \
-             or set LUCID_TEST_SECANTUS_VENV to a venv with SecantusDB installed",
+            found,
+            "chaos tests need secantusd-rs ({}) to run a private MongoDB they can stop: \
+             run them through ./scripts/dev test (it builds and caches the server), \
+             or set LUCID_TEST_SECANTUS_BIN to a secantusd-rs binary",
             program.display()
         );
         let dir = tempdir::Dir::new("secantus");
@@ -100,12 +100,18 @@ impl PrivateServer {
             &port.to_string(),
             "--storage-path",
             dir.path_str(),
+            // Small: a test's store holds one batch (the server's defaults
+            // are a 4G cache and a 128MB pre-allocated log file).
+            "--cache-size",
+            "256M",
+            "--log-file-max",
+            "16MB",
             "--log-level",
             "ERROR",
         ]
         .map(String::from)
         .to_vec();
-        Self::start("SecantusDB", program, args, port, dir).await
+        Self::start("secantusd-rs", program, args, port, dir).await
     }
 
     async fn start(
