@@ -9,9 +9,10 @@
 //! against the baseline of MongoDB's raw `insert_many` of the same documents
 //! (target ≥ 0.8 of it), and the workers' peak RSS (target < 64 MiB).
 //!
-//! `queue-overhead`, `api-latency`, `scaling` (issue 9): see their modules.
+//! `queue-overhead`, `api-latency`, `scaling` (issue 9), `store` (the
+//! MongoDB server's own costs): see their modules.
 //!
-//! `cargo run --release -p lucid-e2e --bin bench -- [submit|poot-batch|queue-overhead|api-latency|scaling]`
+//! `cargo run --release -p lucid-e2e --bin bench -- [submit|poot-batch|queue-overhead|api-latency|scaling|store]`
 //! (`submit` and `poot-batch` by default).
 //! Needs Redis, MongoDB and PostgreSQL on their local default ports.
 
@@ -67,8 +68,9 @@ async fn bench_main() -> anyhow::Result<()> {
         "queue-overhead-worker" => queue_overhead::worker(rest).await?,
         "api-latency" => api_latency::run(rest).await?,
         "scaling" => scaling::run(rest).await?,
+        "store" => store::run(rest).await?,
         other => anyhow::bail!(
-            "unknown benchmark {other}: submit | poot-batch | queue-overhead | api-latency | scaling"
+            "unknown benchmark {other}: submit | poot-batch | queue-overhead | api-latency | scaling | store"
         ),
     }
     Ok(())
@@ -80,6 +82,7 @@ mod poot;
 mod procs;
 mod queue_overhead;
 mod scaling;
+mod store;
 
 /// Rate limits no benchmark reaches.
 fn unlimited() -> lucid_jobs::config::RateLimits {
