@@ -182,11 +182,12 @@ impl Snapshots {
             .filter(|n| !taken.contains(n))
             .collect();
         let mut groups: Vec<&[&str]> = rest.chunks(TAKE_GROUP).collect();
-        // Processes that need the same nodes at once start at different
-        // groups and skip what another stored meanwhile, so they split the
-        // work instead of each scoring every node.
-        let start = rand::Rng::gen_range(&mut rand::thread_rng(), 0..groups.len().max(1));
-        groups.rotate_left(start);
+        // Processes that need the same nodes at once take the groups in
+        // different random orders and skip what another stored meanwhile,
+        // so they split the work instead of each scoring every node. (A
+        // common order with random starts made two processes that met walk
+        // on in step, both scoring every later group.)
+        rand::seq::SliceRandom::shuffle(groups.as_mut_slice(), &mut rand::thread_rng());
         for (i, group) in groups.into_iter().enumerate() {
             let mut group = group.to_vec();
             if i > 0 {
