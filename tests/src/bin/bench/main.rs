@@ -78,6 +78,7 @@ async fn bench_main() -> anyhow::Result<()> {
 
 mod apalis_baseline;
 mod api_latency;
+mod cpu;
 mod poot;
 mod procs;
 mod queue_overhead;

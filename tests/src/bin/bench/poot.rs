@@ -161,7 +161,18 @@ pub async fn run() -> anyhow::Result<()> {
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "validations": items }))?;
     let client = crate::admin_client()?;
-    let (elapsed, view) = run_batch(&client, &base, body, Duration::from_secs(1800)).await?;
+    let meter = crate::cpu::CpuMeter::start(
+        workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((format!("worker {i}"), c.id()?)))
+            .collect(),
+    );
+    let submitted = chrono::Utc::now();
+    let (elapsed, accepted, view) =
+        run_batch(&client, &base, body, Duration::from_secs(1800)).await?;
+    let cpu = meter.report();
+    let phases = phases(&db, &view, submitted, accepted).await?;
     let rss: Vec<Option<u64>> = workers
         .iter()
         .map(|c| c.id().and_then(peak_rss_kib))
@@ -231,6 +242,8 @@ pub async fn run() -> anyhow::Result<()> {
         "  submit -> all results in MongoDB: {elapsed:?} = {rate:.0} items/s (status {})",
         view["status"]
     );
+    println!("  phases from the POST: {phases}");
+    println!("  CPU during the batch: {cpu}");
     println!(
         "  baseline raw insert_many of the same documents after the batch: {baseline:?} = {after_rate:.0} docs/s"
     );
@@ -267,17 +280,51 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When the batch's milestones came, from the POST: its 202, its first and
+/// its last chunk summary stored (the first waits for that chunk's node
+/// snapshots), and its `finished_at`.
+async fn phases(
+    db: &Db,
+    view: &serde_json::Value,
+    submitted: chrono::DateTime<chrono::Utc>,
+    accepted: Duration,
+) -> anyhow::Result<String> {
+    let batch_id = view["batch_id"].as_str().context("batch_id")?;
+    let chunks: Vec<Document> = db
+        .collection::<Document>("jobs")
+        .find(doc! { "batch_id": batch_id })
+        .projection(doc! { "finished_at": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    let mut done: Vec<i64> = chunks
+        .iter()
+        .filter_map(|c| c.get_datetime("finished_at").ok())
+        .map(|t| t.timestamp_millis() - submitted.timestamp_millis())
+        .collect();
+    done.sort_unstable();
+    let at = |ms: Option<&i64>| ms.map_or("?".into(), |ms| format!("{:.2} s", *ms as f64 / 1e3));
+    Ok(format!(
+        "202 after {:.2} s; first chunk stored at {}; median chunk at {}; last chunk at {} ({} chunks)",
+        accepted.as_secs_f64(),
+        at(done.first()),
+        at(done.get(done.len() / 2)),
+        at(done.last()),
+        done.len()
+    ))
+}
+
 /// POSTs a `batch-validate` body and polls its status until it ends (or
 /// `limit` passes): the time from submission to the batch's `finished_at`
-/// (its last result stored), and the final view. Polls once a second, as a
-/// client would: polling faster adds its own load to the measured MongoDB
-/// without making the figure more exact.
+/// (its last result stored), the time to the 202, and the final view.
+/// Polls once a second, as a client would: polling faster adds its own load
+/// to the measured MongoDB without making the figure more exact.
 pub async fn run_batch(
     client: &reqwest::Client,
     base: &str,
     body: Vec<u8>,
     limit: Duration,
-) -> anyhow::Result<(Duration, serde_json::Value)> {
+) -> anyhow::Result<(Duration, Duration, serde_json::Value)> {
     let t = Instant::now();
     let submitted = chrono::Utc::now();
     let accepted: serde_json::Value = client
@@ -288,6 +335,7 @@ pub async fn run_batch(
         .await?
         .json()
         .await?;
+    let accepted_after = t.elapsed();
     let status_url = accepted["status_url"]
         .as_str()
         .with_context(|| format!("no status_url in {accepted}"))?
@@ -304,7 +352,7 @@ pub async fn run_batch(
                 .as_str()
                 .and_then(|f| chrono::DateTime::parse_from_rfc3339(f).ok())
                 .and_then(|f| (f.with_timezone(&chrono::Utc) - submitted).to_std().ok());
-            return Ok((finished.unwrap_or_else(|| t.elapsed()), v));
+            return Ok((finished.unwrap_or_else(|| t.elapsed()), accepted_after, v));
         }
         anyhow::ensure!(t.elapsed() < limit, "batch not done in {limit:?}: {v}");
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -23,9 +23,10 @@ use crate::{
 
 const COUNTS: [usize; 3] = [1, 2, 4];
 
-/// `bench scaling [--poot-items N] [--jobs N] [--concurrency C]`.
+/// `bench scaling [--poot-items N] [--poot-rounds R] [--jobs N] [--concurrency C]`.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let poot_items = arg(args, "--poot-items", 20_000usize);
+    let poot_rounds = arg(args, "--poot-rounds", 2usize);
     let jobs = arg(args, "--jobs", 100_000usize);
     let concurrency = arg(
         args,
@@ -33,7 +34,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         lucid_jobs::config::Settings::default().worker_concurrency,
     );
     let env = Env::new("scale");
-    let result = poot_scaling(&env, poot_items).await;
+    let result = poot_scaling(&env, poot_items, poot_rounds).await;
     env.cleanup().await?;
     result?;
 
@@ -54,7 +55,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn poot_scaling(env: &Env, items: usize) -> anyhow::Result<()> {
+/// PoOT with 1, 2 and 4 workers, `rounds` times over (1, 2, 4, 1, 2, 4, ...),
+/// so a drift of the store over the run shows as a difference between rounds.
+async fn poot_scaling(env: &Env, items: usize, rounds: usize) -> anyhow::Result<()> {
     crate::poot::seed(&env.settings).await?;
     let api = spawn_api(env).await?;
     let client = env.admin_client()?;
@@ -66,19 +69,34 @@ async fn poot_scaling(env: &Env, items: usize) -> anyhow::Result<()> {
     );
     let mut worker_starts = Vec::new();
     let mut one = None;
-    for n in COUNTS {
+    let mut cpus = Vec::new();
+    for (round, n) in (0..rounds).flat_map(|r| COUNTS.map(|n| (r, n))) {
         let mut workers: Vec<Started> = Vec::new();
         for w in 0..n {
             let s = spawn_worker(env, &format!("bench-scale-{n}-{w}")).await?;
             worker_starts.push(s.cold_start);
             workers.push(s);
         }
-        let elapsed = one_batch(&client, &api.base, items, n).await?;
+        let mut procs: Vec<(String, u32)> = api
+            .child
+            .id()
+            .map(|p| ("api".into(), p))
+            .into_iter()
+            .collect();
+        procs.extend(
+            workers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| Some((format!("worker {i}"), w.child.id()?))),
+        );
+        let meter = crate::cpu::CpuMeter::start(procs);
+        let elapsed = one_batch(&client, &api.base, items, round * 10 + n).await?;
+        cpus.push((round, n, meter.report()));
         let rate = items as f64 / elapsed.as_secs_f64();
         let base = *one.get_or_insert(rate);
         let rss: Vec<Option<u64>> = workers.iter().map(Started::peak_rss_kib).collect();
         println!(
-            "  | {n} | {elapsed:.2?} | {rate:.0} | {:.2} | {} | {} |",
+            "  | {n} (round {round}) | {elapsed:.2?} | {rate:.0} | {:.2} | {} | {} |",
             rate / base,
             rss_list(&rss),
             rss_list(&[api.peak_rss_kib()])
@@ -86,6 +104,10 @@ async fn poot_scaling(env: &Env, items: usize) -> anyhow::Result<()> {
         for w in workers {
             stop(w).await;
         }
+    }
+    println!("  CPU during each batch:");
+    for (round, n, cpu) in cpus {
+        println!("    round {round}, {n} worker(s): {cpu}");
     }
 
     // Cold start: the API once more on a warm machine, against the baselines.
@@ -140,8 +162,8 @@ async fn one_batch(
                                      "timestamp": ts, "nonce": format!("scale-{run}-{i}") }))
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "validations": list }))?;
-    let (elapsed, view) =
-        crate::poot::run_batch(&client, base, body, Duration::from_secs(900)).await?;
+    let (elapsed, _, view) =
+        crate::poot::run_batch(client, base, body, Duration::from_secs(900)).await?;
     anyhow::ensure!(view["status"] == "completed", "batch ended as {view}");
     Ok(elapsed)
 }

@@ -7,7 +7,10 @@
 //!   two indexes, and with both;
 //! - a small document by `insert_one`, and by `insert_many` of 50;
 //! - 500 nodes' proofs over 60 proofs per node: one `$in` query against 500
-//!   indexed per-node queries run 8 at a time (what PoOT scoring does).
+//!   indexed per-node queries run 8 at a time (what PoOT scoring does);
+//! - inserts by 1 and 2 concurrent writers, into one collection and into
+//!   one each (does the server write one collection from two connections
+//!   side by side?).
 //!
 //! `bench store [--docs N]` (default 20,000); writes a database of its own
 //! at `LUCID_MONGODB_URL` (default the local one) and drops it.
@@ -124,7 +127,48 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     );
 
     lookups(db.collection("proofs")).await?;
+    concurrent_writers(&db, docs, now).await?;
     db.drop().await?;
+    Ok(())
+}
+
+/// Whether the server runs concurrent inserts side by side: `docs` records
+/// by 1 and by 2 concurrent writers, into one collection and into one
+/// collection each (what more worker processes can gain on record writes).
+async fn concurrent_writers(
+    db: &mongodb::Database,
+    docs: usize,
+    now: DateTime,
+) -> anyhow::Result<()> {
+    println!("insert_many of {docs} records (no secondary index) by concurrent writers:");
+    for (label, shared) in [("one collection", true), ("a collection each", false)] {
+        let mut line = format!("  {label:18}");
+        for writers in [1usize, 2] {
+            let per = docs / writers;
+            let work: Vec<(Collection<Document>, Vec<Document>)> = (0..writers)
+                .map(|w| {
+                    let name = if shared {
+                        format!("conc_{label}_{writers}")
+                    } else {
+                        format!("conc_{label}_{writers}_{w}")
+                    };
+                    let all = (0..per).map(|i| record(100 + w, i, now)).collect();
+                    (db.collection(&name), all)
+                })
+                .collect();
+            let t = Instant::now();
+            futures::future::try_join_all(work.into_iter().map(|(col, all)| async move {
+                for group in all.chunks(GROUP) {
+                    col.insert_many(group).ordered(false).await?;
+                }
+                anyhow::Ok(())
+            }))
+            .await?;
+            let rate = (per * writers) as f64 / t.elapsed().as_secs_f64();
+            line.push_str(&format!("  {writers} writer(s) {rate:.0} docs/s"));
+        }
+        println!("{line}");
+    }
     Ok(())
 }
 
