@@ -270,8 +270,6 @@ impl ResourceRepo {
     }
 }
 
-/// Whether index creation failed because an index with the same name or
-/// keys but other options exists (codes 85 and 86).
 /// The unique index of active alerts that alert sequences replaced.
 const OLD_ACTIVE_ALERT_INDEX: &str = "one_active_alert_per_metric";
 
@@ -280,6 +278,8 @@ fn is_index_not_found(e: &mongodb::error::Error) -> bool {
     matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 27 || c.code == 26)
 }
 
+/// Whether index creation failed because an index with the same name or
+/// keys but other options exists (codes 85 and 86).
 fn is_index_conflict(e: &mongodb::error::Error) -> bool {
     matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 85 || c.code == 86)
 }
