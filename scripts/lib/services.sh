@@ -184,11 +184,13 @@ ensure_secantus() {
   ok "secantusd-rs $SECANTUS_VERSION built and cached at $SECANTUS_BIN"
 }
 
-# Asks the server for its version through the platform's own driver code
-# (`lucid-api store ping`); needs the binaries built (build_bins).
+# mongo_ping [URL]: asks the server at URL (default the local one) for its
+# version through the platform's own driver code (`lucid-api store ping`);
+# needs the binaries built (build_bins).
 mongo_ping() {
-  LUCID_MONGODB_URL="mongodb://$MONGO_HOST:$MONGO_PORT" "$BIN_DIR/lucid-api" store ping \
-    || die "MongoDB on $MONGO_HOST:$MONGO_PORT accepts connections but does not answer ping (log: $LOG_DIR/mongo.log)"
+  local url=${1:-mongodb://$MONGO_HOST:$MONGO_PORT}
+  LUCID_MONGODB_URL="$url" "$BIN_DIR/lucid-api" store ping \
+    || die "the MongoDB at $url does not answer ping (log of one started here: $LOG_DIR/mongo.log)"
 }
 
 mongo_port_ready() {
